@@ -1,0 +1,1 @@
+//! Loom scenarios live in `tests/`; this crate has no library code of its own.

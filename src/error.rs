@@ -1,0 +1,100 @@
+//! The one error type of the crate. Errors are `Clone` because group commit may have to hand the
+//! same failure (a failed COMMIT) to every request of a batch (I6).
+
+use std::fmt;
+
+/// Everything an operation on a store can fail with. Messages name the session, table or branch
+/// concerned and say what to do where something can be done.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The handle (or the store behind it) was closed; nothing was done.
+    #[error("the store is closed")]
+    Closed,
+    /// The file's tables are missing, foreign, or owned by another table pair.
+    #[error("schema: {0}")]
+    Schema(String),
+    /// An argument was rejected before anything was written.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("branch not found: {0}")]
+    BranchNotFound(String),
+    #[error("branch id already used in this session: {0}")]
+    BranchIdUsed(String),
+    #[error("turn not found: {0}")]
+    TurnNotFound(String),
+    /// Another connection (usually another process) held the write lock past the busy timeout.
+    #[error("database is busy: another process held the lock past the busy timeout ({0})")]
+    Busy(String),
+    /// Any other SQLite failure, with SQLite's primary result code.
+    #[error("sqlite error{}: {message}", code_suffix(*.code))]
+    Sqlite { code: Option<i32>, message: String },
+    #[error("i/o error: {0}")]
+    Io(String),
+    /// A request panicked inside the store; the request (and only it) failed.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+fn code_suffix(code: Option<i32>) -> String {
+    code.map(|c| format!(" (code {c})")).unwrap_or_default()
+}
+
+/// Shorthand used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        match &e {
+            rusqlite::Error::SqliteFailure(f, msg) => {
+                let message = msg.clone().unwrap_or_else(|| f.to_string());
+                match f.code {
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked => {
+                        Error::Busy(message)
+                    }
+                    _ => Error::Sqlite {
+                        code: Some(f.extended_code),
+                        message,
+                    },
+                }
+            }
+            _ => Error::Sqlite {
+                code: None,
+                message: e.to_string(),
+            },
+        }
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Io(e.to_string())
+    }
+}
+
+impl From<session_model::ModelError> for Error {
+    fn from(e: session_model::ModelError) -> Self {
+        match e {
+            session_model::ModelError::InvalidArgument(m) => Error::InvalidArgument(m),
+        }
+    }
+}
+
+/// Adds where an error happened ("opening /x.db", "session 'u1'") to its message.
+pub(crate) trait Context<T> {
+    fn context(self, what: impl fmt::Display) -> Result<T>;
+}
+
+impl<T, E: Into<Error>> Context<T> for std::result::Result<T, E> {
+    fn context(self, what: impl fmt::Display) -> Result<T> {
+        self.map_err(|e| match e.into() {
+            Error::Sqlite { code, message } => Error::Sqlite {
+                code,
+                message: format!("{what}: {message}"),
+            },
+            Error::Schema(m) => Error::Schema(format!("{what}: {m}")),
+            Error::Io(m) => Error::Io(format!("{what}: {m}")),
+            Error::Busy(m) => Error::Busy(format!("{what}: {m}")),
+            other => other,
+        })
+    }
+}

@@ -1,0 +1,202 @@
+//! The model engine: the reference model behind the same [`Engine`] interface as SQLite, so the
+//! real pool, registry and handle code can run under loom (which cannot see inside SQLite) and in
+//! tests that want an in-memory double.
+//!
+//! Its fake connections check the protocol from the inside: each method asserts that no other
+//! thread is inside the same connection (I1), the engine counts opens and closes (I2, I3), and
+//! chosen requests or commits can be made to fail or panic (I6, I15).
+
+use session_model::{Item, Model, Op, Outcome};
+
+use crate::error::{Error, Result};
+use crate::pool::{Connection, Engine, Role};
+use crate::sync::{Arc, AtomicBool, AtomicUsize, Mutex, Ordering};
+
+/// An item that makes its request fail after it has been applied (so only a rollback undoes it).
+pub fn failing_item() -> Item {
+    serde_json::json!({"__fail__": true})
+}
+
+/// An item that makes its request panic inside the engine.
+pub fn panicking_item() -> Item {
+    serde_json::json!({"__panic__": true})
+}
+
+/// Detects two threads inside one connection at once (I1).
+#[derive(Debug, Default)]
+pub struct UseProbe {
+    busy: AtomicBool,
+}
+
+impl UseProbe {
+    /// Mark the connection in use until the guard drops; panics if it already is.
+    pub fn enter(&self) -> UseGuard<'_> {
+        assert!(
+            !self.busy.swap(true, Ordering::AcqRel),
+            "I1 violated: two threads used one connection at once"
+        );
+        UseGuard(self)
+    }
+}
+
+pub struct UseGuard<'a>(&'a UseProbe);
+
+impl Drop for UseGuard<'_> {
+    fn drop(&mut self) {
+        self.0.busy.store(false, Ordering::Release);
+    }
+}
+
+/// Counters and switches shared by every connection of a model engine.
+#[derive(Debug, Default)]
+pub struct ModelStats {
+    pub opened: AtomicUsize,
+    pub closed: AtomicUsize,
+    pub commits: AtomicUsize,
+    /// The next this-many commits fail.
+    pub fail_commits: AtomicUsize,
+}
+
+impl ModelStats {
+    /// Connections open right now.
+    pub fn open_now(&self) -> usize {
+        self.opened.load(Ordering::SeqCst) - self.closed.load(Ordering::SeqCst)
+    }
+}
+
+/// "The database file" of the model engine: committed state plus statistics.
+#[derive(Clone, Default)]
+pub struct ModelEngine {
+    db: Arc<Mutex<Model>>,
+    pub stats: Arc<ModelStats>,
+}
+
+impl ModelEngine {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A copy of the committed state.
+    pub fn snapshot(&self) -> Model {
+        self.db.lock().clone()
+    }
+}
+
+impl Engine for ModelEngine {
+    type Ctx = ();
+    type Conn = ModelConn;
+
+    fn open(&self, _role: Role) -> Result<ModelConn> {
+        self.stats.opened.fetch_add(1, Ordering::SeqCst);
+        Ok(ModelConn {
+            db: self.db.clone(),
+            stats: self.stats.clone(),
+            probe: UseProbe::default(),
+            tx: None,
+            savepoints: Vec::new(),
+        })
+    }
+}
+
+/// A fake connection onto the model.
+pub struct ModelConn {
+    db: Arc<Mutex<Model>>,
+    stats: Arc<ModelStats>,
+    probe: UseProbe,
+    tx: Option<Model>,
+    savepoints: Vec<Model>,
+}
+
+impl Drop for ModelConn {
+    fn drop(&mut self) {
+        self.stats.closed.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn injected(op: &Op) -> Option<&'static str> {
+    let Op::AddItems { items, .. } = op else {
+        return None;
+    };
+    if items.contains(&panicking_item()) {
+        Some("panic")
+    } else if items.contains(&failing_item()) {
+        Some("fail")
+    } else {
+        None
+    }
+}
+
+impl Connection for ModelConn {
+    type Ctx = ();
+
+    fn begin(&mut self) -> Result<()> {
+        let _u = self.probe.enter();
+        assert!(self.tx.is_none(), "BEGIN inside a transaction");
+        self.tx = Some(self.db.lock().clone());
+        Ok(())
+    }
+
+    fn savepoint(&mut self) -> Result<()> {
+        let _u = self.probe.enter();
+        let tx = self.tx.as_ref().expect("SAVEPOINT outside a transaction");
+        self.savepoints.push(tx.clone());
+        Ok(())
+    }
+
+    fn release(&mut self) -> Result<()> {
+        let _u = self.probe.enter();
+        self.savepoints.pop().expect("RELEASE without SAVEPOINT");
+        Ok(())
+    }
+
+    fn rollback_to(&mut self) -> Result<()> {
+        let _u = self.probe.enter();
+        self.tx = Some(self.savepoints.pop().expect("ROLLBACK TO without SAVEPOINT"));
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<()> {
+        let _u = self.probe.enter();
+        assert!(self.savepoints.is_empty(), "COMMIT with open savepoints");
+        let tx = self.tx.take().expect("COMMIT outside a transaction");
+        let fail = self
+            .stats
+            .fail_commits
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if fail {
+            return Err(Error::Io("injected commit failure".into()));
+        }
+        *self.db.lock() = tx;
+        self.stats.commits.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn rollback(&mut self) {
+        let _u = self.probe.enter();
+        self.tx = None;
+        self.savepoints.clear();
+    }
+
+    fn in_transaction(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    fn execute(&mut self, _ctx: &(), op: &Op) -> Result<Outcome> {
+        let _u = self.probe.enter();
+        let tx = self.tx.as_mut().expect("execute outside a transaction");
+        let outcome = tx.apply(op)?;
+        match injected(op) {
+            Some("panic") => panic!("injected panic"),
+            Some(_) => Err(Error::Io("injected request failure".into())),
+            None => Ok(outcome),
+        }
+    }
+
+    fn read(&mut self, _ctx: &(), op: &Op) -> Result<Outcome> {
+        let _u = self.probe.enter();
+        assert!(!op.is_write(), "a write reached a reader connection");
+        let mut snapshot = self.db.lock().clone();
+        Ok(snapshot.apply(op)?)
+    }
+}

@@ -1,0 +1,406 @@
+//! The pool: one writer thread that owns the only read-write connection and commits in groups,
+//! `R` reader threads that each own one read-only connection, and the bounded queues between
+//! them and the callers. Generic over the [`Engine`], so the same protocol code runs on SQLite in
+//! production and on the reference model under loom.
+//!
+//! Invariants upheld here:
+//! - I1: a connection is created, used and dropped by one thread only (it never leaves it).
+//! - I2: exactly `1 + R` connections exist while the pool runs, whatever the load.
+//! - I3/I4: [`Pool::shutdown`] stops accepting, lets the threads drain every accepted request,
+//!   drops every connection and joins every thread; each accepted request gets one reply, and a
+//!   thread that dies fails what it held (its reply senders drop with [`Error::Closed`]).
+//! - I5/I6: one write transaction at a time (one writer); a batch is one `BEGIN IMMEDIATE`
+//!   transaction with a savepoint per request, and replies go out only after the COMMIT.
+//! - I7: a request, once queued, runs whether or not its caller still waits.
+
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use session_model::{Op, Outcome};
+
+use crate::error::{Error, Result};
+use crate::reply::{self, ReplyReceiver, ReplySender};
+use crate::sync::{thread, Arc, Condvar, Mutex};
+
+/// Which connection an engine is asked to open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The single read-write connection, owned by the writer thread.
+    Writer,
+    /// A read-only connection, owned by reader thread `n`.
+    Reader(usize),
+}
+
+/// Opens connections. Shared by every thread of a pool.
+pub trait Engine: Send + Sync + 'static {
+    /// Per-opener context carried by each request (the SQLite engine's table names).
+    type Ctx: Send + Sync + 'static;
+    type Conn: Connection<Ctx = Self::Ctx>;
+    fn open(&self, role: Role) -> Result<Self::Conn>;
+}
+
+/// One connection, used by exactly one thread for its whole life.
+pub trait Connection: Send + 'static {
+    type Ctx;
+    /// Start the batch's write transaction (`BEGIN IMMEDIATE`).
+    fn begin(&mut self) -> Result<()>;
+    fn savepoint(&mut self) -> Result<()>;
+    /// Keep the work since the last savepoint.
+    fn release(&mut self) -> Result<()>;
+    /// Undo the work since the last savepoint and drop it.
+    fn rollback_to(&mut self) -> Result<()>;
+    fn commit(&mut self) -> Result<()>;
+    fn rollback(&mut self);
+    /// Whether a transaction is open (SQLite may roll one back by itself, e.g. on a full disk).
+    fn in_transaction(&self) -> bool;
+    /// Run one operation inside the writer's open transaction.
+    fn execute(&mut self, ctx: &Self::Ctx, op: &Op) -> Result<Outcome>;
+    /// Run one read-only operation on a reader connection, on one consistent snapshot.
+    fn read(&mut self, ctx: &Self::Ctx, op: &Op) -> Result<Outcome>;
+}
+
+/// Deliberately broken protocol variants, for the negative controls of the loom and property
+/// tests. Production code never sets them.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Faults {
+    /// Reply to a batch before its COMMIT (breaks I5/I6).
+    pub reply_before_commit: bool,
+    /// Threads exit without closing their connection (breaks I2/I3).
+    pub leak_connections: bool,
+}
+
+/// Sizes of the pool.
+#[derive(Clone, Copy, Debug)]
+pub struct PoolConfig {
+    /// Reader threads; 0 sends reads to the writer (required for `:memory:`).
+    pub readers: usize,
+    /// Most requests committed together.
+    pub batch_max: usize,
+    /// Most requests waiting in one queue; submitters block beyond it.
+    pub queue_cap: usize,
+    #[doc(hidden)]
+    pub faults: Faults,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            readers: 2,
+            batch_max: 256,
+            queue_cap: 4096,
+            faults: Faults::default(),
+        }
+    }
+}
+
+struct Request<C> {
+    ctx: Arc<C>,
+    op: Op,
+    reply: ReplySender<Outcome>,
+}
+
+struct QueueState<C> {
+    items: VecDeque<Request<C>>,
+    open: bool,
+}
+
+struct Queue<C> {
+    state: Mutex<QueueState<C>>,
+    available: Condvar,
+    space: Condvar,
+    cap: usize,
+}
+
+impl<C> Queue<C> {
+    fn new(cap: usize) -> Self {
+        Queue {
+            state: Mutex::new(QueueState {
+                items: VecDeque::new(),
+                open: true,
+            }),
+            available: Condvar::new(),
+            space: Condvar::new(),
+            cap: cap.max(1),
+        }
+    }
+
+    fn push(&self, req: Request<C>) -> Result<()> {
+        let mut st = self.state.lock();
+        loop {
+            if !st.open {
+                return Err(Error::Closed);
+            }
+            if st.items.len() < self.cap {
+                break;
+            }
+            st = self.space.wait(st);
+        }
+        st.items.push_back(req);
+        drop(st);
+        self.available.notify_one();
+        Ok(())
+    }
+
+    /// Move up to `max` requests into `out`; `false` once the queue is closed and empty.
+    fn pop_batch(&self, max: usize, out: &mut Vec<Request<C>>) -> bool {
+        let mut st = self.state.lock();
+        loop {
+            if !st.items.is_empty() {
+                let n = st.items.len().min(max);
+                out.extend(st.items.drain(..n));
+                drop(st);
+                self.space.notify_all();
+                return true;
+            }
+            if !st.open {
+                return false;
+            }
+            st = self.available.wait(st);
+        }
+    }
+
+    fn close(&self) {
+        self.state.lock().open = false;
+        self.available.notify_all();
+        self.space.notify_all();
+    }
+
+    /// Close and fail everything still queued (used when a pool thread dies).
+    fn abandon(&self) {
+        let left: Vec<Request<C>> = {
+            let mut st = self.state.lock();
+            st.open = false;
+            st.items.drain(..).collect()
+        };
+        self.available.notify_all();
+        self.space.notify_all();
+        drop(left); // each sender completes its receiver with `Closed`
+    }
+}
+
+/// Closes a queue and fails what it holds if its consumer thread unwinds.
+struct AbandonOnUnwind<C>(Arc<Queue<C>>);
+
+impl<C> Drop for AbandonOnUnwind<C> {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            self.0.abandon();
+        }
+    }
+}
+
+/// A running pool. Dropping it shuts it down.
+pub struct Pool<E: Engine> {
+    writer: Arc<Queue<E::Ctx>>,
+    readers: Option<Arc<Queue<E::Ctx>>>,
+    threads: Mutex<Vec<thread::JoinHandle<()>>>,
+    engine: Arc<E>,
+    config: PoolConfig,
+}
+
+impl<E: Engine> Pool<E> {
+    /// Start the writer (which opens its connection first, creating the file) and the readers.
+    /// Fails, with nothing left running, if any connection cannot be opened.
+    pub fn open(engine: E, config: PoolConfig) -> Result<Pool<E>> {
+        let pool = Pool {
+            writer: Arc::new(Queue::new(config.queue_cap)),
+            readers: (config.readers > 0).then(|| Arc::new(Queue::new(config.queue_cap))),
+            threads: Mutex::new(Vec::new()),
+            engine: Arc::new(engine),
+            config,
+        };
+        let started = pool.start(Role::Writer).and_then(|()| {
+            (0..config.readers).try_for_each(|n| pool.start(Role::Reader(n)))
+        });
+        match started {
+            Ok(()) => Ok(pool),
+            Err(e) => {
+                pool.shutdown();
+                Err(e)
+            }
+        }
+    }
+
+    /// Spawn one pool thread and wait until its connection is open (or failed to open).
+    fn start(&self, role: Role) -> Result<()> {
+        let (ready_tx, ready_rx) = reply::channel::<()>();
+        let engine = self.engine.clone();
+        let config = self.config;
+        let (queue, name) = match role {
+            Role::Writer => (self.writer.clone(), "agent-sessions-writer".to_owned()),
+            Role::Reader(n) => (
+                self.readers.clone().expect("reader role without reader queue"),
+                format!("agent-sessions-reader-{n}"),
+            ),
+        };
+        let handle = thread::spawn(name, move || {
+            let _guard = AbandonOnUnwind(queue.clone());
+            let conn = match engine.open(role) {
+                Ok(conn) => conn,
+                Err(e) => return ready_tx.send(Err(e)),
+            };
+            ready_tx.send(Ok(()));
+            match role {
+                Role::Writer => writer_loop(conn, &queue, config),
+                Role::Reader(_) => reader_loop(conn, &queue, config),
+            }
+        })?;
+        self.threads.lock().push(handle);
+        ready_rx.wait()
+    }
+
+    /// Queue `op`; the receiver yields its outcome. Fails with `Closed` once shut down.
+    pub fn submit(&self, ctx: &Arc<E::Ctx>, op: Op) -> Result<ReplyReceiver<Outcome>> {
+        let queue = match &self.readers {
+            Some(r) if !op.is_write() => r,
+            _ => &self.writer,
+        };
+        let (tx, rx) = reply::channel();
+        queue.push(Request {
+            ctx: ctx.clone(),
+            op,
+            reply: tx,
+        })?;
+        Ok(rx)
+    }
+
+    /// Stop accepting, drain what was accepted, close every connection and join every thread.
+    /// Idempotent; concurrent callers all return after the threads are gone.
+    pub fn shutdown(&self) {
+        self.writer.close();
+        if let Some(r) = &self.readers {
+            r.close();
+        }
+        let threads = std::mem::take(&mut *self.threads.lock());
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+
+    /// The engine the pool was opened with.
+    pub fn engine(&self) -> &E {
+        &self.engine
+    }
+
+    /// The sizes the pool was opened with.
+    pub fn config(&self) -> PoolConfig {
+        self.config
+    }
+}
+
+impl<E: Engine> Drop for Pool<E> {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn finish<C: Connection>(conn: C, config: PoolConfig) {
+    if config.faults.leak_connections {
+        std::mem::forget(conn);
+    } else {
+        drop(conn);
+    }
+}
+
+fn reader_loop<C: Connection>(mut conn: C, queue: &Queue<C::Ctx>, config: PoolConfig) {
+    let mut batch = Vec::with_capacity(1);
+    while queue.pop_batch(1, &mut batch) {
+        for req in batch.drain(..) {
+            let result = guarded(|| conn.read(&req.ctx, &req.op));
+            req.reply.send(result);
+        }
+    }
+    finish(conn, config);
+}
+
+fn writer_loop<C: Connection>(mut conn: C, queue: &Queue<C::Ctx>, config: PoolConfig) {
+    let mut batch = Vec::with_capacity(config.batch_max);
+    let mut results = Vec::with_capacity(config.batch_max);
+    while queue.pop_batch(config.batch_max.max(1), &mut batch) {
+        run_batch(&mut conn, &mut batch, &mut results, config.faults);
+    }
+    finish(conn, config);
+}
+
+/// Group commit: one transaction, a savepoint per request, one COMMIT, then one reply per request
+/// (only now that the outcome of the COMMIT is known). Empties `batch`.
+fn run_batch<C: Connection>(
+    conn: &mut C,
+    batch: &mut Vec<Request<C::Ctx>>,
+    results: &mut Vec<Result<Outcome>>,
+    faults: Faults,
+) {
+    if let Err(e) = conn.begin() {
+        results.extend(batch.iter().map(|_| Err(e.clone())));
+        return send_all(batch, results);
+    }
+    for req in batch.iter() {
+        let result = run_one(conn, req);
+        if let Err(cause) = &result {
+            if !conn.in_transaction() {
+                // SQLite rolled the whole transaction back (full disk, I/O error): the requests
+                // before this one are undone too, and none of them has been answered yet.
+                for earlier in results.iter_mut().filter(|r| r.is_ok()) {
+                    *earlier = Err(cause.clone());
+                }
+                if let Err(e) = conn.begin() {
+                    results.push(result);
+                    let n = batch.len() - results.len();
+                    results.extend(std::iter::repeat_n(Err(e), n));
+                    return send_all(batch, results);
+                }
+            }
+        }
+        results.push(result);
+    }
+    if faults.reply_before_commit {
+        // Broken on purpose: callers hear "done" before their writes are visible or durable.
+        send_all(batch, results);
+        if conn.commit().is_err() {
+            conn.rollback();
+        }
+        return;
+    }
+    if let Err(e) = conn.commit() {
+        conn.rollback();
+        for r in results.iter_mut() {
+            *r = Err(e.clone());
+        }
+    }
+    send_all(batch, results);
+}
+
+fn send_all<C>(batch: &mut Vec<Request<C>>, results: &mut Vec<Result<Outcome>>) {
+    for (req, result) in batch.drain(..).zip(results.drain(..)) {
+        req.reply.send(result);
+    }
+}
+
+fn run_one<C: Connection>(conn: &mut C, req: &Request<C::Ctx>) -> Result<Outcome> {
+    conn.savepoint()?;
+    let result = guarded(|| conn.execute(&req.ctx, &req.op));
+    let kept = match &result {
+        Ok(_) => conn.release(),
+        Err(_) => conn.rollback_to(),
+    };
+    if let Err(e) = kept {
+        // The savepoint is in an unknown state: give up the whole transaction (the caller sees
+        // `in_transaction() == false` and treats the batch so far as undone).
+        conn.rollback();
+        return Err(e);
+    }
+    result
+}
+
+/// Run `f`, turning a panic into an error for this request alone.
+fn guarded(f: impl FnOnce() -> Result<Outcome>) -> Result<Outcome> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        let msg = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        Err(Error::Internal(format!("a request panicked: {msg}")))
+    })
+}

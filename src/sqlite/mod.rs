@@ -1,0 +1,217 @@
+//! The SQLite engine: opens the pool's connections with the file's settings and executes
+//! operations on them with the exact tables, SQL and JSON bytes of the Python SDK (SPEC §5).
+//!
+//! Each [`SqliteConn`] is owned by one pool thread (I1). Writes run inside the writer's group
+//! transaction (`BEGIN IMMEDIATE`, so SQLite's busy handler applies, I5); reads on a reader run
+//! in one deferred transaction so a multi-statement read sees one snapshot.
+
+mod basic;
+pub mod schema;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection as Sql, OpenFlags};
+use session_model::{Op, Outcome};
+
+use crate::error::{Context, Error, Result};
+use crate::pool::{Connection, Engine, Role};
+pub use schema::Tables;
+
+/// How hard a commit tries to survive a power loss.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous=NORMAL`: survives a process crash; in WAL mode a power loss may lose the
+    /// last commits, never consistency.
+    #[default]
+    Normal,
+    /// `synchronous=FULL`: each commit (so each group of writes) is fsynced.
+    Full,
+}
+
+/// Settings fixed for a file by its first opener.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnOptions {
+    pub durability: Durability,
+    pub busy_timeout: Duration,
+}
+
+impl Default for ConnOptions {
+    fn default() -> Self {
+        ConnOptions {
+            durability: Durability::Normal,
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Opens connections to one file (or one private in-memory database).
+pub struct SqliteEngine {
+    /// `None`: a private in-memory database (only a writer, which serves reads too).
+    path: Option<PathBuf>,
+    pub options: ConnOptions,
+}
+
+impl SqliteEngine {
+    pub fn file(path: PathBuf, options: ConnOptions) -> Self {
+        SqliteEngine {
+            path: Some(path),
+            options,
+        }
+    }
+
+    pub fn memory(options: ConnOptions) -> Self {
+        SqliteEngine {
+            path: None,
+            options,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match &self.path {
+            Some(p) => format!("database {}", p.display()),
+            None => "in-memory database".to_owned(),
+        }
+    }
+
+    fn open_conn(&self, role: Role) -> Result<Sql> {
+        let what = self.describe();
+        let base = OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = match (&self.path, role) {
+            (None, _) => Sql::open_in_memory(),
+            (Some(p), Role::Writer) => Sql::open_with_flags(
+                p,
+                base | OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+            ),
+            (Some(p), Role::Reader(_)) => {
+                Sql::open_with_flags(p, base | OpenFlags::SQLITE_OPEN_READ_ONLY)
+            }
+        }
+        .context(format!("opening {what}"))?;
+        conn.busy_timeout(self.options.busy_timeout)?;
+        conn.set_prepared_statement_cache_capacity(64);
+        if self.path.is_some() {
+            if role == Role::Writer {
+                enable_wal(&conn, self.options.busy_timeout).map_err(|e| not_a_db(e, &what))?;
+                let sync = match self.options.durability {
+                    Durability::Normal => "NORMAL",
+                    Durability::Full => "FULL",
+                };
+                conn.pragma_update(None, "synchronous", sync)?;
+            } else {
+                // Touch the schema so a non-database file fails here, not on the first read.
+                conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))
+                    .map_err(|e| not_a_db(e.into(), &what))?;
+            }
+        }
+        Ok(conn)
+    }
+}
+
+/// `journal_mode=WAL`, retried while another connection holds the lock that switching needs.
+fn enable_wal(conn: &Sql, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0)) {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                let err = Error::from(e);
+                if !matches!(err, Error::Busy(_)) || Instant::now() >= deadline {
+                    return Err(err);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+fn not_a_db(e: Error, what: &str) -> Error {
+    match e {
+        Error::Sqlite {
+            code: Some(26), ..
+        } => Error::Schema(format!(
+            "{what} is not an SQLite database (or its header is corrupt)"
+        )),
+        Error::Sqlite {
+            code: Some(11), ..
+        } => Error::Schema(format!("{what} is corrupt (SQLite: database disk image is malformed)")),
+        other => other,
+    }
+}
+
+impl Engine for SqliteEngine {
+    type Ctx = Tables;
+    type Conn = SqliteConn;
+
+    fn open(&self, role: Role) -> Result<SqliteConn> {
+        Ok(SqliteConn {
+            conn: self.open_conn(role)?,
+        })
+    }
+}
+
+/// One SQLite connection, owned by one pool thread.
+pub struct SqliteConn {
+    conn: Sql,
+}
+
+impl SqliteConn {
+    fn run(&self, sql: &str) -> Result<()> {
+        self.conn.prepare_cached(sql)?.execute([])?;
+        Ok(())
+    }
+}
+
+impl Connection for SqliteConn {
+    type Ctx = Tables;
+
+    fn begin(&mut self) -> Result<()> {
+        self.run("BEGIN IMMEDIATE")
+    }
+
+    fn savepoint(&mut self) -> Result<()> {
+        self.run("SAVEPOINT request")
+    }
+
+    fn release(&mut self) -> Result<()> {
+        self.run("RELEASE request")
+    }
+
+    fn rollback_to(&mut self) -> Result<()> {
+        self.run("ROLLBACK TO request")?;
+        self.run("RELEASE request")
+    }
+
+    fn commit(&mut self) -> Result<()> {
+        self.run("COMMIT")
+    }
+
+    fn rollback(&mut self) {
+        if !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+
+    fn in_transaction(&self) -> bool {
+        !self.conn.is_autocommit()
+    }
+
+    fn execute(&mut self, tables: &Tables, op: &Op) -> Result<Outcome> {
+        basic::execute(&self.conn, tables, op)
+    }
+
+    fn read(&mut self, tables: &Tables, op: &Op) -> Result<Outcome> {
+        self.run("BEGIN")?;
+        let result = basic::execute(&self.conn, tables, op);
+        if self.conn.is_autocommit() {
+            return result;
+        }
+        match self.run("COMMIT") {
+            Ok(()) => result,
+            Err(e) => {
+                self.rollback();
+                result.and(Err(e))
+            }
+        }
+    }
+}
