@@ -151,7 +151,11 @@ impl Connection for ModelConn {
 
     fn rollback_to(&mut self) -> Result<()> {
         let _u = self.probe.enter();
-        self.tx = Some(self.savepoints.pop().expect("ROLLBACK TO without SAVEPOINT"));
+        self.tx = Some(
+            self.savepoints
+                .pop()
+                .expect("ROLLBACK TO without SAVEPOINT"),
+        );
         Ok(())
     }
 

@@ -210,9 +210,9 @@ impl<E: Engine> Pool<E> {
             engine: Arc::new(engine),
             config,
         };
-        let started = pool.start(Role::Writer).and_then(|()| {
-            (0..config.readers).try_for_each(|n| pool.start(Role::Reader(n)))
-        });
+        let started = pool
+            .start(Role::Writer)
+            .and_then(|()| (0..config.readers).try_for_each(|n| pool.start(Role::Reader(n))));
         match started {
             Ok(()) => Ok(pool),
             Err(e) => {
@@ -230,7 +230,9 @@ impl<E: Engine> Pool<E> {
         let (queue, name) = match role {
             Role::Writer => (self.writer.clone(), "agent-sessions-writer".to_owned()),
             Role::Reader(n) => (
-                self.readers.clone().expect("reader role without reader queue"),
+                self.readers
+                    .clone()
+                    .expect("reader role without reader queue"),
                 format!("agent-sessions-reader-{n}"),
             ),
         };

@@ -274,4 +274,3 @@ fn done(o: Outcome) -> Result<()> {
         other => Err(unexpected(&other)),
     }
 }
-

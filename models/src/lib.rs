@@ -216,7 +216,11 @@ impl Model {
                     );
                 }
                 for m in &dump.messages {
-                    self.push(&dump.session_id, m.message_data.clone(), m.created_at.clone());
+                    self.push(
+                        &dump.session_id,
+                        m.message_data.clone(),
+                        m.created_at.clone(),
+                    );
                 }
                 Ok(Outcome::Done)
             }
@@ -358,15 +362,22 @@ mod tests {
         })
         .unwrap();
         assert_eq!(
-            m.apply(&Op::PopItem { session: "a".into() }),
+            m.apply(&Op::PopItem {
+                session: "a".into()
+            }),
             Ok(Outcome::Popped(Some(json!("x"))))
         );
         assert_eq!(
-            m.apply(&Op::PopItem { session: "a".into() }),
+            m.apply(&Op::PopItem {
+                session: "a".into()
+            }),
             Ok(Outcome::Popped(None))
         );
         assert_eq!(get(&mut m, "b", None), vec![json!("y")]);
-        m.apply(&Op::ClearSession { session: "b".into() }).unwrap();
+        m.apply(&Op::ClearSession {
+            session: "b".into(),
+        })
+        .unwrap();
         match m.apply(&Op::ListSessions).unwrap() {
             Outcome::Sessions(list) => {
                 assert_eq!(list.len(), 1);

@@ -126,7 +126,12 @@ pub(super) fn execute(conn: &Connection, t: &Tables, op: &Op) -> Result<Outcome>
 
 /// Newest-`limit` reads widen their window until `limit` valid items are found or history runs
 /// out, so corrupt rows never shorten the answer (SPEC §5.2).
-fn get_items(conn: &Connection, t: &Tables, session: &str, limit: Option<i64>) -> Result<Vec<Item>> {
+fn get_items(
+    conn: &Connection,
+    t: &Tables,
+    session: &str,
+    limit: Option<i64>,
+) -> Result<Vec<Item>> {
     let decode = |rows: Vec<Option<String>>| -> Vec<Item> {
         rows.iter()
             .filter_map(|d| d.as_deref().and_then(parse_item))
@@ -178,4 +183,3 @@ fn text_of(v: ValueRef<'_>) -> Option<String> {
         ValueRef::Text(b) | ValueRef::Blob(b) => std::str::from_utf8(b).ok().map(str::to_owned),
     }
 }
-

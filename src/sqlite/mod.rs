@@ -127,14 +127,12 @@ fn enable_wal(conn: &Sql, timeout: Duration) -> Result<()> {
 
 fn not_a_db(e: Error, what: &str) -> Error {
     match e {
-        Error::Sqlite {
-            code: Some(26), ..
-        } => Error::Schema(format!(
+        Error::Sqlite { code: Some(26), .. } => Error::Schema(format!(
             "{what} is not an SQLite database (or its header is corrupt)"
         )),
-        Error::Sqlite {
-            code: Some(11), ..
-        } => Error::Schema(format!("{what} is corrupt (SQLite: database disk image is malformed)")),
+        Error::Sqlite { code: Some(11), .. } => Error::Schema(format!(
+            "{what} is corrupt (SQLite: database disk image is malformed)"
+        )),
         other => other,
     }
 }

@@ -140,9 +140,7 @@ impl Tables {
         let sql = Sql {
             ddl,
             insert_session: format!("INSERT OR IGNORE INTO {st} (session_id) VALUES (?1)"),
-            insert_message: format!(
-                "INSERT INTO {mt} (session_id, message_data) VALUES (?1, ?2)"
-            ),
+            insert_message: format!("INSERT INTO {mt} (session_id, message_data) VALUES (?1, ?2)"),
             touch_session: format!(
                 "UPDATE {st} SET updated_at = CURRENT_TIMESTAMP WHERE session_id = ?1"
             ),
@@ -163,9 +161,7 @@ impl Tables {
                  (SELECT COUNT(*) FROM {mt} m WHERE m.session_id = s.session_id) \
                  FROM {st} s ORDER BY s.session_id"
             ),
-            session_row: format!(
-                "SELECT created_at, updated_at FROM {st} WHERE session_id = ?1"
-            ),
+            session_row: format!("SELECT created_at, updated_at FROM {st} WHERE session_id = ?1"),
             export_messages: format!(
                 "SELECT message_data, created_at FROM {mt} WHERE session_id = ?1 ORDER BY id ASC"
             ),
@@ -192,7 +188,10 @@ mod tests {
 
     #[test]
     fn plain_and_quoted_names_are_accepted() {
-        assert_eq!(Ident::parse("agent_sessions", "t").unwrap().sql(), "agent_sessions");
+        assert_eq!(
+            Ident::parse("agent_sessions", "t").unwrap().sql(),
+            "agent_sessions"
+        );
         assert_eq!(Ident::parse("_T9", "t").unwrap().name(), "_T9");
         let q = Ident::parse("\"my \"\"odd\"\" table\"", "t").unwrap();
         assert_eq!(q.name(), "my \"odd\" table");

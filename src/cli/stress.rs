@@ -1,0 +1,372 @@
+//! `agent-sessions stress`: the classic session stress workload (W writers looping
+//! `add_items([one item])`, R readers looping `get_items(limit)`) on tokio tasks, with a live
+//! progress line, throughput, latency percentiles, descriptor and memory readings, and an
+//! integrity check (stored rows == acknowledged writes, `PRAGMA integrity_check`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use agent_sessions::{Durability, Error, SqliteSession, Store};
+use clap::{Args as ClapArgs, ValueEnum};
+use serde_json::json;
+
+#[derive(ClapArgs, Clone, Debug)]
+pub struct Args {
+    /// Writer tasks, each looping `add_items([one item])`.
+    #[arg(long, default_value_t = 30)]
+    writers: usize,
+    /// Reader tasks, each looping `get_items(limit)`.
+    #[arg(long, default_value_t = 10)]
+    readers: usize,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 60.0)]
+    duration: f64,
+    /// Limit for the readers' `get_items` (all items when absent).
+    #[arg(long)]
+    limit: Option<i64>,
+    /// One shared session, or one session (and store handle) per writer.
+    #[arg(long, value_enum, default_value_t = Layout::Single)]
+    layout: Layout,
+    #[arg(long, value_enum, default_value_t = DurabilityArg::Normal)]
+    durability: DurabilityArg,
+    /// Reader threads of the pool.
+    #[arg(long, default_value_t = 2)]
+    pool_readers: usize,
+    /// Print the report as one JSON object (the last line of stdout).
+    #[arg(long)]
+    json: bool,
+    /// Run on this file instead of a temporary one (kept afterwards).
+    #[arg(long = "on")]
+    on: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Layout {
+    Single,
+    PerWriter,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum DurabilityArg {
+    Normal,
+    Full,
+}
+
+/// Log-linear latency histogram in microseconds (16 sub-buckets per power of two, ~6% wide).
+#[derive(Clone)]
+struct Histogram {
+    buckets: Vec<u64>,
+    max_us: u64,
+    count: u64,
+}
+
+impl Histogram {
+    fn new() -> Self {
+        Histogram {
+            buckets: vec![0; 64 * 16],
+            max_us: 0,
+            count: 0,
+        }
+    }
+
+    fn index(us: u64) -> usize {
+        if us < 16 {
+            return us as usize;
+        }
+        let exp = 63 - us.leading_zeros() as usize; // >= 4
+        let sub = ((us >> (exp - 4)) & 15) as usize;
+        (exp - 3) * 16 + sub
+    }
+
+    fn lower_bound(idx: usize) -> u64 {
+        if idx < 16 {
+            return idx as u64;
+        }
+        let exp = idx / 16 + 3;
+        let sub = (idx % 16) as u64;
+        (16 + sub) << (exp - 4)
+    }
+
+    fn record(&mut self, d: Duration) {
+        let us = d.as_micros().min(u64::MAX as u128) as u64;
+        self.buckets[Self::index(us)] += 1;
+        self.max_us = self.max_us.max(us);
+        self.count += 1;
+    }
+
+    fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
+            *a += b;
+        }
+        self.max_us = self.max_us.max(other.max_us);
+        self.count += other.count;
+    }
+
+    fn percentile_ms(&self, p: f64) -> f64 {
+        if self.count == 0 {
+            return 0.0;
+        }
+        let rank = ((self.count as f64) * p).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return (Self::lower_bound(i + 1).min(self.max_us)) as f64 / 1000.0;
+            }
+        }
+        self.max_us as f64 / 1000.0
+    }
+
+    fn summary(&self) -> serde_json::Value {
+        json!({"p50": self.percentile_ms(0.50), "p99": self.percentile_ms(0.99),
+               "max": self.max_us as f64 / 1000.0})
+    }
+}
+
+#[derive(Default)]
+struct Errors(Mutex<BTreeMap<String, u64>>);
+
+impl Errors {
+    fn record(&self, e: &Error) {
+        let kind = format!("{e:?}");
+        let kind = kind
+            .split(['(', ' ', '{'])
+            .next()
+            .unwrap_or("Other")
+            .to_owned();
+        *self.0.lock().unwrap().entry(kind).or_default() += 1;
+    }
+    fn total(&self) -> u64 {
+        self.0.lock().unwrap().values().sum()
+    }
+}
+
+fn count_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+pub fn run(
+    db: &Path,
+    db_given: bool,
+    args: &Args,
+    sessions_table: &str,
+    messages_table: &str,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let tmp;
+    let path = match (&args.on, db_given) {
+        (Some(p), _) => p.clone(),
+        (None, true) => db.to_owned(),
+        (None, false) => {
+            tmp = tempfile_dir()?;
+            tmp.join("stress.db")
+        }
+    };
+    let durability = match args.durability {
+        DurabilityArg::Normal => Durability::Normal,
+        DurabilityArg::Full => Durability::Full,
+    };
+    let open = || {
+        Store::builder(&path)
+            .durability(durability)
+            .readers(args.pool_readers)
+            .sessions_table(sessions_table)
+            .messages_table(messages_table)
+            .open()
+    };
+    let fd_start = count_fds();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_time()
+        .build()?;
+    let base = open()?;
+    let run_id = format!("stress-{}", std::process::id());
+    let sessions: Vec<SqliteSession> = match args.layout {
+        Layout::Single => vec![base.session(&run_id)],
+        Layout::PerWriter => (0..args.writers.max(1))
+            .map(|w| Ok(open()?.session(format!("{run_id}-w{w}"))))
+            .collect::<agent_sessions::Result<_>>()?,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let writes = Arc::new(AtomicU64::new(0));
+    let reads = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(Errors::default());
+    let fd_peak = Arc::new(AtomicU64::new(count_fds() as u64));
+
+    let started = Instant::now();
+    let duration = Duration::from_secs_f64(args.duration.max(0.0));
+    let (add_hist, get_hist) = runtime.block_on(async {
+        let mut tasks = Vec::new();
+        for w in 0..args.writers {
+            let s = sessions[w % sessions.len()].clone();
+            let (stop, writes, errors) = (stop.clone(), writes.clone(), errors.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut h = Histogram::new();
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let item =
+                        json!({"role": "user", "content": format!("writer {w} message {i}")});
+                    let t = Instant::now();
+                    match s.add_items(vec![item]).await {
+                        Ok(()) => {
+                            h.record(t.elapsed());
+                            writes.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => errors.record(&e),
+                    }
+                    i += 1;
+                }
+                (true, h)
+            }));
+        }
+        for r in 0..args.readers {
+            let s = sessions[r % sessions.len()].clone();
+            let (stop, reads, errors, limit) =
+                (stop.clone(), reads.clone(), errors.clone(), args.limit);
+            tasks.push(tokio::spawn(async move {
+                let mut h = Histogram::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    match s.get_items(limit).await {
+                        Ok(_) => {
+                            h.record(t.elapsed());
+                            reads.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => errors.record(&e),
+                    }
+                }
+                (false, h)
+            }));
+        }
+        // Progress and descriptor sampling while the workload runs.
+        let mut last = Instant::now();
+        while started.elapsed() < duration {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            fd_peak.fetch_max(count_fds() as u64, Ordering::Relaxed);
+            if last.elapsed() >= Duration::from_secs(1) {
+                last = Instant::now();
+                let secs = started.elapsed().as_secs_f64();
+                let w = writes.load(Ordering::Relaxed);
+                eprint!(
+                    "\r[{secs:5.1}s/{:.0}s] writes {w} ({:.0}/s)  reads {}  errors {}  fds {}   ",
+                    duration.as_secs_f64(),
+                    w as f64 / secs,
+                    reads.load(Ordering::Relaxed),
+                    errors.total(),
+                    count_fds()
+                );
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let (mut add, mut get) = (Histogram::new(), Histogram::new());
+        for t in tasks {
+            if let Ok((is_writer, h)) = t.await {
+                if is_writer {
+                    add.merge(&h)
+                } else {
+                    get.merge(&h)
+                }
+            }
+        }
+        (add, get)
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    eprintln!();
+    fd_peak.fetch_max(count_fds() as u64, Ordering::Relaxed);
+
+    // Integrity: every acknowledged write is stored, and SQLite finds the file sound.
+    let acked = writes.load(Ordering::Relaxed);
+    let mut stored = 0u64;
+    for s in base.list_sessions_blocking()? {
+        if s.session_id == run_id || s.session_id.starts_with(&format!("{run_id}-w")) {
+            stored += s.item_count;
+        }
+    }
+    drop(sessions);
+    base.close();
+    drop(runtime);
+    let check =
+        rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?
+            .query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0))?;
+    let fd_end = count_fds();
+    let integrity_ok = stored == acked && check == "ok";
+
+    let report = json!({
+        "writers": args.writers, "readers": args.readers, "layout": format!("{:?}", args.layout),
+        "durability": format!("{:?}", args.durability), "limit": args.limit,
+        "duration_s": elapsed,
+        "writes": acked, "reads": reads.load(Ordering::Relaxed), "errors": errors.total(),
+        "errors_by_kind": *errors.0.lock().unwrap(),
+        "writes_per_sec": acked as f64 / elapsed, "reads_per_sec": reads.load(Ordering::Relaxed) as f64 / elapsed,
+        "add_latency_ms": add_hist.summary(), "get_latency_ms": get_hist.summary(),
+        "fds": {"start": fd_start, "peak": fd_peak.load(Ordering::Relaxed), "end": fd_end},
+        "peak_rss_mb": peak_rss_mb(),
+        "stored_rows": stored, "sqlite_integrity": check, "integrity_ok": integrity_ok,
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        println!("writes      {acked} ({:.0}/s)", acked as f64 / elapsed);
+        println!(
+            "reads       {} ({:.0}/s)",
+            report["reads"],
+            report["reads_per_sec"].as_f64().unwrap_or(0.0)
+        );
+        println!(
+            "errors      {} {}",
+            report["errors"], report["errors_by_kind"]
+        );
+        println!("add latency {}", report["add_latency_ms"]);
+        println!("get latency {}", report["get_latency_ms"]);
+        println!("fds         {}", report["fds"]);
+        println!(
+            "peak rss    {:.1} MB",
+            report["peak_rss_mb"].as_f64().unwrap_or(0.0)
+        );
+        println!(
+            "integrity   {} (stored {stored}, acknowledged {acked}, sqlite: {check})",
+            if integrity_ok { "ok" } else { "FAILED" }
+        );
+    }
+    Ok(if integrity_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// A fresh directory under the system temp dir, removed when the guard drops.
+fn tempfile_dir() -> std::io::Result<TempDir> {
+    let dir = std::env::temp_dir().join(format!("agent-sessions-stress-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(TempDir(dir))
+}
+
+struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
