@@ -1,0 +1,318 @@
+//! Basic-session semantics (SPEC §5.2) on real SQLite files, each answer compared with the
+//! reference model running the same operations.
+
+use agent_sessions::{Error, Model, Op, Outcome, SessionSettings, Store};
+use serde_json::{json, Value};
+
+/// Runs every op on the store and on the model and asserts identical outcomes.
+struct Twin {
+    store: Store,
+    model: Model,
+}
+
+impl Twin {
+    fn new(store: Store) -> Self {
+        Twin {
+            store,
+            model: Model::new(),
+        }
+    }
+
+    fn run(&mut self, op: Op) -> Outcome {
+        let want = self.model.apply(&op).map_err(Error::from);
+        let got = self.store.execute_blocking(op.clone());
+        let strip = |r: agent_sessions::Result<Outcome>| r.map(Outcome::without_timestamps);
+        assert_eq!(strip(got.clone()), strip(want), "store and model differ on {op:?}");
+        got.unwrap()
+    }
+
+    fn add(&mut self, session: &str, items: Vec<Value>) {
+        self.run(Op::AddItems {
+            session: session.into(),
+            items,
+        });
+    }
+
+    fn get(&mut self, session: &str, limit: Option<i64>) -> Vec<Value> {
+        match self.run(Op::GetItems {
+            session: session.into(),
+            limit,
+        }) {
+            Outcome::Items(v) => v,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn pop(&mut self, session: &str) -> Option<Value> {
+        match self.run(Op::PopItem {
+            session: session.into(),
+        }) {
+            Outcome::Popped(v) => v,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn plant(&mut self, session: &str, data: &str) {
+        self.run(Op::PlantRaw {
+            session: session.into(),
+            data: data.into(),
+        });
+    }
+}
+
+fn file_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("s.db")).unwrap();
+    (dir, store)
+}
+
+#[test]
+fn limit_rules_none_positive_zero_negative() {
+    let (_d, store) = file_store();
+    let mut t = Twin::new(store);
+    t.add("s", (1..=5).map(|i| json!({"n": i})).collect());
+    assert_eq!(t.get("s", None).len(), 5);
+    assert_eq!(t.get("s", Some(2)), vec![json!({"n": 4}), json!({"n": 5})]);
+    assert_eq!(t.get("s", Some(0)), Vec::<Value>::new());
+    assert_eq!(t.get("s", Some(-1)).len(), 5);
+    assert_eq!(t.get("s", Some(100)).len(), 5);
+    assert_eq!(t.get("s", Some(i64::MAX)).len(), 5);
+    assert_eq!(t.get("s", Some(i64::MIN)).len(), 5);
+    assert_eq!(t.get("nobody", Some(3)), Vec::<Value>::new());
+}
+
+#[test]
+fn settings_limit_applies_when_the_call_gives_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::builder(dir.path().join("s.db"))
+        .session_settings(SessionSettings { limit: Some(2) })
+        .open()
+        .unwrap();
+    let s = store.session("a").blocking();
+    s.add_items((0..4).map(|i| json!(i)).collect()).unwrap();
+    assert_eq!(s.get_items(None).unwrap(), vec![json!(2), json!(3)]);
+    assert_eq!(s.get_items(Some(3)).unwrap(), vec![json!(1), json!(2), json!(3)]);
+}
+
+#[test]
+fn corrupt_newest_rows_do_not_shorten_a_limited_read() {
+    let (_d, store) = file_store();
+    let mut t = Twin::new(store);
+    t.add("s", vec![json!("a"), json!("b"), json!("c")]);
+    for bad in ["{broken", "NaN", "Infinity", "", "[1,]"] {
+        t.plant("s", bad);
+    }
+    assert_eq!(t.get("s", Some(2)), vec![json!("b"), json!("c")]);
+    assert_eq!(t.get("s", Some(3)), vec![json!("a"), json!("b"), json!("c")]);
+    assert_eq!(t.get("s", None).len(), 3);
+    assert_eq!(t.get("s", Some(-5)).len(), 3);
+}
+
+#[test]
+fn pop_returns_newest_first_and_drops_corrupt_rows() {
+    let (_d, store) = file_store();
+    let mut t = Twin::new(store);
+    t.add("s", vec![json!(1), json!(2)]);
+    t.plant("s", "not json");
+    assert_eq!(t.pop("s"), Some(json!(2)));
+    assert_eq!(t.pop("s"), Some(json!(1)));
+    assert_eq!(t.pop("s"), None);
+    t.plant("s", "{");
+    t.plant("s", "}");
+    assert_eq!(t.pop("s"), None, "a session of only corrupt rows pops nothing");
+    assert_eq!(t.get("s", None), Vec::<Value>::new());
+    t.run(Op::ListSessions);
+}
+
+#[test]
+fn clear_and_isolation_between_sessions() {
+    let (_d, store) = file_store();
+    let mut t = Twin::new(store);
+    t.add("a", vec![json!("a1")]);
+    t.add("b", vec![json!("b1"), json!("b2")]);
+    t.run(Op::ClearSession {
+        session: "a".into(),
+    });
+    assert_eq!(t.get("a", None), Vec::<Value>::new());
+    assert_eq!(t.get("b", None).len(), 2);
+    t.run(Op::ListSessions);
+    t.add("a", vec![json!("again")]);
+    assert_eq!(t.get("a", None), vec![json!("again")]);
+    t.run(Op::ListSessions);
+}
+
+#[test]
+fn unicode_and_sql_metacharacters_in_ids_and_content() {
+    let (_d, store) = file_store();
+    let mut t = Twin::new(store);
+    let ids = [
+        "",
+        "'; DROP TABLE agent_messages; --",
+        "\"quoted\"",
+        "ünïcødé 中文 😀",
+        "%_like_%",
+        "a\0b",
+    ];
+    for id in ids {
+        t.add(
+            id,
+            vec![json!({"content": "' OR 1=1 -- %_ \\ \" \u{0} 😀 é", "id": id})],
+        );
+    }
+    for id in ids {
+        assert_eq!(t.get(id, None).len(), 1, "session {id:?}");
+    }
+    t.run(Op::ListSessions);
+}
+
+#[test]
+fn custom_and_quoted_table_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let custom = Store::builder(&path)
+        .sessions_table("my_sessions")
+        .messages_table("my_messages")
+        .open()
+        .unwrap();
+    let quoted = Store::builder(&path)
+        .sessions_table("\"odd \"\"sessions\"\"\"")
+        .messages_table("\"odd messages\"")
+        .open()
+        .unwrap();
+    let default = Store::open(&path).unwrap();
+    custom.session("x").blocking().add_items(vec![json!(1)]).unwrap();
+    quoted.session("x").blocking().add_items(vec![json!(2)]).unwrap();
+    default.session("x").blocking().add_items(vec![json!(3)]).unwrap();
+    assert_eq!(custom.session("x").blocking().get_items(None).unwrap(), vec![json!(1)]);
+    assert_eq!(quoted.session("x").blocking().get_items(None).unwrap(), vec![json!(2)]);
+    assert_eq!(default.session("x").blocking().get_items(None).unwrap(), vec![json!(3)]);
+}
+
+#[test]
+fn invalid_table_names_are_rejected_before_anything_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    for bad in ["x; DROP TABLE y", "1x", "a-b", "", "\"unclosed", "sqlite_x"] {
+        let err = Store::builder(&path).messages_table(bad).open().err();
+        assert!(
+            matches!(&err, Some(Error::InvalidArgument(m)) if m.contains("messages table")),
+            "{bad:?}: {err:?}"
+        );
+    }
+    assert!(!path.exists(), "a rejected open created the file");
+}
+
+#[test]
+fn in_memory_store_has_the_same_semantics() {
+    let store = Store::open_in_memory().unwrap();
+    let mut t = Twin::new(store);
+    t.add("s", vec![json!(1), json!(2), json!(3)]);
+    t.plant("s", "{");
+    assert_eq!(t.get("s", Some(2)), vec![json!(2), json!(3)]);
+    assert_eq!(t.pop("s"), Some(json!(3)));
+    t.run(Op::ListSessions);
+    // Two in-memory stores are private to themselves.
+    let other = Store::open_in_memory().unwrap();
+    assert!(other.session("s").blocking().get_items(None).unwrap().is_empty());
+}
+
+#[test]
+fn export_import_round_trip_is_lossless() {
+    let (_d, store) = file_store();
+    let s = store.session("exp").blocking();
+    s.add_items(vec![json!({"k": "é", "z": 1, "a": [1.5, null]})]).unwrap();
+    store
+        .execute_blocking(Op::PlantRaw {
+            session: "exp".into(),
+            data: "{\"compact\":true}".into(),
+        })
+        .unwrap();
+    let Outcome::Dump(dump) = store
+        .execute_blocking(Op::Export {
+            session: "exp".into(),
+        })
+        .unwrap()
+    else {
+        panic!()
+    };
+    let (_d2, other) = file_store();
+    other.execute_blocking(Op::Import(dump.clone())).unwrap();
+    let Outcome::Dump(again) = other
+        .execute_blocking(Op::Export {
+            session: "exp".into(),
+        })
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(again, dump, "export → import → export changed something");
+    assert_eq!(
+        dump.messages[0].message_data,
+        "{\"k\": \"\\u00e9\", \"z\": 1, \"a\": [1.5, null]}"
+    );
+}
+
+#[test]
+fn closed_store_refuses_everything_including_empty_adds() {
+    let (_d, store) = file_store();
+    let s = store.session("a").blocking();
+    s.add_items(vec![json!(1)]).unwrap();
+    store.close();
+    store.close(); // idempotent
+    assert_eq!(s.add_items(vec![]), Err(Error::Closed));
+    assert_eq!(s.add_items(vec![json!(2)]), Err(Error::Closed));
+    assert_eq!(s.get_items(None), Err(Error::Closed));
+    assert_eq!(s.pop_item(), Err(Error::Closed));
+    assert_eq!(s.clear_session(), Err(Error::Closed));
+    assert_eq!(store.list_sessions_blocking(), Err(Error::Closed));
+}
+
+#[test]
+fn second_opener_with_other_connection_settings_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let _first = Store::builder(&path).readers(1).open().unwrap();
+    let err = Store::builder(&path).readers(3).open().err();
+    assert!(matches!(err, Some(Error::InvalidArgument(_))), "{err:?}");
+    // Same settings, spelled through another path to the same file: shares the pool.
+    let again = Store::builder(dir.path().join(".").join("s.db")).readers(1).open();
+    assert!(again.is_ok());
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("junk.db");
+    std::fs::write(&path, vec![b'x'; 4096]).unwrap();
+    match Store::open(&path) {
+        Err(Error::Schema(m)) => assert!(m.contains("not an SQLite database"), "{m}"),
+        Err(other) => panic!("unexpected error {other:?}"),
+        Ok(_) => panic!("opened a junk file"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_api_matches_blocking_api() {
+    let (_d, store) = file_store();
+    let s = store.session("async");
+    s.add_items(vec![json!({"role": "user", "content": "hi"})])
+        .await
+        .unwrap();
+    s.add_items(vec![]).await.unwrap();
+    assert_eq!(s.get_items(None).await.unwrap().len(), 1);
+    assert_eq!(s.blocking().get_items(None).unwrap().len(), 1);
+    assert!(s.pop_item().await.unwrap().is_some());
+    s.clear_session().await.unwrap();
+    let sessions: Vec<Box<dyn agent_sessions::Session>> = vec![
+        Box::new(s.clone()),
+        Box::new(agent_sessions::ModelSession::new(
+            Default::default(),
+            "model",
+        )),
+    ];
+    for session in &sessions {
+        session.add_items(vec![json!(1), json!(2)]).await.unwrap();
+        assert_eq!(session.get_items(Some(1)).await.unwrap(), vec![json!(2)]);
+        assert_eq!(session.pop_item().await.unwrap(), Some(json!(2)));
+    }
+}
