@@ -59,7 +59,7 @@ pub trait Session: Send + Sync {
 #[derive(Clone)]
 pub struct SqliteSession {
     store: Store,
-    id: Arc<str>,
+    id: String,
     settings: SessionSettings,
 }
 
@@ -67,7 +67,7 @@ impl SqliteSession {
     pub(crate) fn new(store: Store, id: String, settings: SessionSettings) -> Self {
         SqliteSession {
             store,
-            id: id.into(),
+            id,
             settings,
         }
     }

@@ -22,7 +22,11 @@ impl Twin {
         let want = self.model.apply(&op).map_err(Error::from);
         let got = self.store.execute_blocking(op.clone());
         let strip = |r: agent_sessions::Result<Outcome>| r.map(Outcome::without_timestamps);
-        assert_eq!(strip(got.clone()), strip(want), "store and model differ on {op:?}");
+        assert_eq!(
+            strip(got.clone()),
+            strip(want),
+            "store and model differ on {op:?}"
+        );
         got.unwrap()
     }
 
@@ -91,7 +95,10 @@ fn settings_limit_applies_when_the_call_gives_none() {
     let s = store.session("a").blocking();
     s.add_items((0..4).map(|i| json!(i)).collect()).unwrap();
     assert_eq!(s.get_items(None).unwrap(), vec![json!(2), json!(3)]);
-    assert_eq!(s.get_items(Some(3)).unwrap(), vec![json!(1), json!(2), json!(3)]);
+    assert_eq!(
+        s.get_items(Some(3)).unwrap(),
+        vec![json!(1), json!(2), json!(3)]
+    );
 }
 
 #[test]
@@ -103,7 +110,10 @@ fn corrupt_newest_rows_do_not_shorten_a_limited_read() {
         t.plant("s", bad);
     }
     assert_eq!(t.get("s", Some(2)), vec![json!("b"), json!("c")]);
-    assert_eq!(t.get("s", Some(3)), vec![json!("a"), json!("b"), json!("c")]);
+    assert_eq!(
+        t.get("s", Some(3)),
+        vec![json!("a"), json!("b"), json!("c")]
+    );
     assert_eq!(t.get("s", None).len(), 3);
     assert_eq!(t.get("s", Some(-5)).len(), 3);
 }
@@ -119,7 +129,11 @@ fn pop_returns_newest_first_and_drops_corrupt_rows() {
     assert_eq!(t.pop("s"), None);
     t.plant("s", "{");
     t.plant("s", "}");
-    assert_eq!(t.pop("s"), None, "a session of only corrupt rows pops nothing");
+    assert_eq!(
+        t.pop("s"),
+        None,
+        "a session of only corrupt rows pops nothing"
+    );
     assert_eq!(t.get("s", None), Vec::<Value>::new());
     t.run(Op::ListSessions);
 }
@@ -180,12 +194,33 @@ fn custom_and_quoted_table_names() {
         .open()
         .unwrap();
     let default = Store::open(&path).unwrap();
-    custom.session("x").blocking().add_items(vec![json!(1)]).unwrap();
-    quoted.session("x").blocking().add_items(vec![json!(2)]).unwrap();
-    default.session("x").blocking().add_items(vec![json!(3)]).unwrap();
-    assert_eq!(custom.session("x").blocking().get_items(None).unwrap(), vec![json!(1)]);
-    assert_eq!(quoted.session("x").blocking().get_items(None).unwrap(), vec![json!(2)]);
-    assert_eq!(default.session("x").blocking().get_items(None).unwrap(), vec![json!(3)]);
+    custom
+        .session("x")
+        .blocking()
+        .add_items(vec![json!(1)])
+        .unwrap();
+    quoted
+        .session("x")
+        .blocking()
+        .add_items(vec![json!(2)])
+        .unwrap();
+    default
+        .session("x")
+        .blocking()
+        .add_items(vec![json!(3)])
+        .unwrap();
+    assert_eq!(
+        custom.session("x").blocking().get_items(None).unwrap(),
+        vec![json!(1)]
+    );
+    assert_eq!(
+        quoted.session("x").blocking().get_items(None).unwrap(),
+        vec![json!(2)]
+    );
+    assert_eq!(
+        default.session("x").blocking().get_items(None).unwrap(),
+        vec![json!(3)]
+    );
 }
 
 #[test]
@@ -213,14 +248,20 @@ fn in_memory_store_has_the_same_semantics() {
     t.run(Op::ListSessions);
     // Two in-memory stores are private to themselves.
     let other = Store::open_in_memory().unwrap();
-    assert!(other.session("s").blocking().get_items(None).unwrap().is_empty());
+    assert!(other
+        .session("s")
+        .blocking()
+        .get_items(None)
+        .unwrap()
+        .is_empty());
 }
 
 #[test]
 fn export_import_round_trip_is_lossless() {
     let (_d, store) = file_store();
     let s = store.session("exp").blocking();
-    s.add_items(vec![json!({"k": "é", "z": 1, "a": [1.5, null]})]).unwrap();
+    s.add_items(vec![json!({"k": "é", "z": 1, "a": [1.5, null]})])
+        .unwrap();
     store
         .execute_blocking(Op::PlantRaw {
             session: "exp".into(),
@@ -275,7 +316,9 @@ fn second_opener_with_other_connection_settings_is_refused() {
     let err = Store::builder(&path).readers(3).open().err();
     assert!(matches!(err, Some(Error::InvalidArgument(_))), "{err:?}");
     // Same settings, spelled through another path to the same file: shares the pool.
-    let again = Store::builder(dir.path().join(".").join("s.db")).readers(1).open();
+    let again = Store::builder(dir.path().join(".").join("s.db"))
+        .readers(1)
+        .open();
     assert!(again.is_ok());
 }
 

@@ -66,7 +66,10 @@ fn descriptors_stay_flat_and_close_releases_everything() {
                 for i in 0..5 {
                     match (t + i) % 4 {
                         0 | 1 => {
-                            session.add_items(vec![json!({"t": t, "i": i})]).await.unwrap();
+                            session
+                                .add_items(vec![json!({"t": t, "i": i})])
+                                .await
+                                .unwrap();
                             acked += 1;
                         }
                         2 => {
@@ -88,7 +91,10 @@ fn descriptors_stay_flat_and_close_releases_everything() {
         out
     });
     let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
-    assert!(peak <= limit, "descriptors peaked at {peak}, bound {limit} (baseline {baseline})");
+    assert!(
+        peak <= limit,
+        "descriptors peaked at {peak}, bound {limit} (baseline {baseline})"
+    );
     assert!(db_fds(&db) <= 3 * (1 + READERS));
 
     let mut expected = std::collections::HashMap::<String, usize>::new();
@@ -96,7 +102,11 @@ fn descriptors_stay_flat_and_close_releases_everything() {
         *expected.entry(s).or_default() += n;
     }
     for (s, n) in &expected {
-        let stored = handles[0].session(s.clone()).blocking().get_items(None).unwrap();
+        let stored = handles[0]
+            .session(s.clone())
+            .blocking()
+            .get_items(None)
+            .unwrap();
         assert_eq!(stored.len(), *n, "session {s}: stored != acknowledged");
         let distinct: HashSet<String> = stored.iter().map(|v| v.to_string()).collect();
         assert_eq!(distinct.len(), stored.len(), "duplicate rows in {s}");
@@ -107,10 +117,18 @@ fn descriptors_stay_flat_and_close_releases_everything() {
         h.close();
     }
     assert_eq!(pool_threads(), 1 + READERS);
-    assert!(handles[0].session("s0").blocking().get_items(Some(1)).is_ok());
+    assert!(handles[0]
+        .session("s0")
+        .blocking()
+        .get_items(Some(1))
+        .is_ok());
     handles[0].close();
     assert_eq!(pool_threads(), 0, "pool threads left after the last close");
-    assert_eq!(db_fds(&db), 0, "database descriptors left after the last close");
+    assert_eq!(
+        db_fds(&db),
+        0,
+        "database descriptors left after the last close"
+    );
     assert_eq!(
         handles[0].session("s0").blocking().get_items(None),
         Err(Error::Closed)
@@ -120,11 +138,23 @@ fn descriptors_stay_flat_and_close_releases_everything() {
     // Dropping (not closing) the last handle releases the pool too.
     let again = Store::open(&db).unwrap();
     assert_eq!(pool_threads(), 1 + READERS);
-    assert_eq!(again.session("s0").blocking().get_items(None).unwrap().len(), expected["s0"]);
+    assert_eq!(
+        again
+            .session("s0")
+            .blocking()
+            .get_items(None)
+            .unwrap()
+            .len(),
+        expected["s0"]
+    );
     drop(again);
     assert_eq!(pool_threads(), 0);
     assert_eq!(db_fds(&db), 0);
     drop(runtime);
     std::thread::sleep(Duration::from_millis(50));
-    assert!(fds() <= baseline + 1, "descriptors leaked: {} > {baseline}", fds());
+    assert!(
+        fds() <= baseline + 1,
+        "descriptors leaked: {} > {baseline}",
+        fds()
+    );
 }

@@ -1,0 +1,386 @@
+//! loom scenarios over the real pool, reply one-shot, registry and handle code, with the model
+//! engine standing in for SQLite. Each scenario names the invariants (SPEC §6) it checks; the
+//! negative controls at the end run the same scenarios on deliberately broken variants and pass
+//! only if loom finds the bug.
+//!
+//! Run: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target-loom \
+//!       cargo test --release -p loom-tests -- --nocapture`
+#![cfg(loom)]
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering as StdOrdering};
+
+use agent_sessions::handle::{Handle, Owner};
+use agent_sessions::model_engine::{failing_item, ModelEngine};
+use agent_sessions::pool::{Faults, Pool, PoolConfig};
+use agent_sessions::registry::Registry;
+use agent_sessions::sync::{Arc, Ordering};
+use agent_sessions::{Error, Op, Outcome};
+use loom::thread;
+use serde_json::json;
+
+/// Run `f` under loom and report how many interleavings were explored.
+fn model(name: &str, f: impl Fn() + Sync + Send + 'static) {
+    let runs = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = runs.clone();
+    let mut builder = loom::model::Builder::new();
+    if builder.preemption_bound.is_none() {
+        builder.preemption_bound = Some(2);
+    }
+    builder.check(move || {
+        counter.fetch_add(1, StdOrdering::Relaxed);
+        f();
+    });
+    eprintln!(
+        "loom scenario {name}: {} interleavings",
+        runs.load(StdOrdering::Relaxed)
+    );
+}
+
+/// Run `f` under loom and assert that some interleaving fails with a message containing
+/// `symptom` (a negative control: it passes by finding the bug, and only the intended one).
+fn expect_violation(name: &str, symptom: &str, f: impl Fn() + Sync + Send + 'static) {
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model(name, f)));
+    let payload = caught.expect_err(&format!(
+        "negative control {name}: loom found no violation in the broken variant"
+    ));
+    let message = payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default();
+    assert!(
+        message.contains(symptom),
+        "negative control {name}: failed for another reason than {symptom:?}: {message}"
+    );
+    eprintln!("negative control {name}: caught ({symptom})");
+}
+
+fn config(readers: usize, faults: Faults) -> PoolConfig {
+    PoolConfig {
+        readers,
+        batch_max: 8,
+        queue_cap: 4,
+        faults,
+    }
+}
+
+fn private_handle(
+    engine: &ModelEngine,
+    readers: usize,
+    faults: Faults,
+) -> Arc<Handle<ModelEngine>> {
+    let pool = Pool::open(engine.clone(), config(readers, faults)).unwrap();
+    Arc::new(Handle::new(Arc::new(pool), Owner::Private, ()))
+}
+
+fn add(session: &str, item: serde_json::Value) -> Op {
+    Op::AddItems {
+        session: session.into(),
+        items: vec![item],
+    }
+}
+
+fn get(session: &str) -> Op {
+    Op::GetItems {
+        session: session.into(),
+        limit: None,
+    }
+}
+
+fn items(o: Outcome) -> Vec<serde_json::Value> {
+    match o {
+        Outcome::Items(v) => v,
+        other => panic!("expected items, got {other:?}"),
+    }
+}
+
+// ---- scenarios -------------------------------------------------------------------------------
+
+/// I4, I6, I15: two writers share a group; the failing one is rolled back alone, both get
+/// exactly one reply, and the model holds only the good write.
+fn group_commit_isolates_a_failing_request(faults: Faults) {
+    let engine = ModelEngine::new();
+    let h = private_handle(&engine, 0, faults);
+    let h2 = h.clone();
+    let t = thread::spawn(move || h2.call_blocking(add("s", failing_item())));
+    let ok = h.call_blocking(add("s", json!("good")));
+    let failed = t.join().unwrap();
+    assert_eq!(ok, Ok(Outcome::Done));
+    assert!(failed.is_err(), "the failing request reported success");
+    h.close();
+    assert_eq!(engine.snapshot().rows("s"), vec![Some(json!("good"))]);
+    assert_eq!(engine.stats.open_now(), 0);
+}
+
+/// I5: a read that starts after a write was acknowledged sees it (reader thread + writer).
+fn read_sees_acknowledged_writes(faults: Faults) {
+    let engine = ModelEngine::new();
+    let h = private_handle(&engine, 1, faults);
+    let h2 = h.clone();
+    let t = thread::spawn(move || {
+        h2.call_blocking(add("s", json!("other"))).unwrap();
+    });
+    h.call_blocking(add("s", json!("mine"))).unwrap();
+    let seen = items(h.call_blocking(get("s")).unwrap());
+    assert!(
+        seen.contains(&json!("mine")),
+        "acknowledged write not visible: {seen:?}"
+    );
+    t.join().unwrap();
+    h.close();
+    assert_eq!(engine.stats.open_now(), 0);
+}
+
+/// I5/I6: a COMMIT that fails fails every request of its batch, and none of them is applied.
+fn failed_commit_fails_the_whole_batch(faults: Faults) {
+    let engine = ModelEngine::new();
+    engine.stats.fail_commits.store(1, Ordering::SeqCst);
+    let h = private_handle(&engine, 0, faults);
+    let h2 = h.clone();
+    let t = thread::spawn(move || h2.call_blocking(add("s", json!("a"))));
+    let b = h.call_blocking(add("s", json!("b")));
+    let a = t.join().unwrap();
+    h.close();
+    let stored = engine.snapshot().rows("s");
+    for (item, result) in [(json!("a"), a), (json!("b"), b)] {
+        assert_eq!(
+            result.is_ok(),
+            stored.contains(&Some(item.clone())),
+            "{item}: reply {result:?} but stored {stored:?}"
+        );
+    }
+}
+
+/// I8: two concurrent pops never return the same item.
+fn concurrent_pops_are_distinct(faults: Faults) {
+    let engine = ModelEngine::new();
+    let h = private_handle(&engine, 0, faults);
+    h.call_blocking(Op::AddItems {
+        session: "s".into(),
+        items: vec![json!(1), json!(2)],
+    })
+    .unwrap();
+    let h2 = h.clone();
+    let pop = Op::PopItem {
+        session: "s".into(),
+    };
+    let op2 = pop.clone();
+    let t = thread::spawn(move || h2.call_blocking(op2).unwrap());
+    let a = h.call_blocking(pop).unwrap();
+    let b = t.join().unwrap();
+    assert_ne!(a, b, "two pops returned the same item");
+    h.close();
+    assert!(engine.snapshot().rows("s").is_empty());
+}
+
+/// I3, I4, I7: close races an in-flight write. The writer gets exactly one reply (done or
+/// `Closed`); a "done" write is stored; after close nothing is open and calls fail with `Closed`.
+fn close_races_in_flight_requests(faults: Faults) {
+    let engine = ModelEngine::new();
+    let h = private_handle(&engine, 1, faults);
+    let h2 = h.clone();
+    let t = thread::spawn(move || h2.call_blocking(add("s", json!("racing"))));
+    h.close();
+    let result = t.join().unwrap();
+    assert!(
+        matches!(result, Ok(Outcome::Done) | Err(Error::Closed)),
+        "unexpected reply {result:?}"
+    );
+    let stored = engine.snapshot().rows("s");
+    assert_eq!(result.is_ok(), stored == vec![Some(json!("racing"))]);
+    assert_eq!(h.call_blocking(get("s")), Err(Error::Closed));
+    assert_eq!(
+        engine.stats.open_now(),
+        0,
+        "connections left open after close"
+    );
+}
+
+/// I7: a caller that gives up right after submitting (drops its receiver) — the write still
+/// happens, exactly once.
+fn abandoned_write_still_completes(faults: Faults) {
+    let engine = ModelEngine::new();
+    let h = private_handle(&engine, 0, faults);
+    let h2 = h.clone();
+    let t = thread::spawn(move || {
+        let rx = h2.submit(add("s", json!("fire-and-forget"))).unwrap();
+        drop(rx);
+    });
+    // The async form, driven by loom's executor, races it.
+    let mine = loom::future::block_on(h.call(add("s", json!("awaited"))));
+    assert_eq!(mine, Ok(Outcome::Done));
+    t.join().unwrap();
+    h.close();
+    let stored = engine.snapshot().rows("s");
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    assert!(stored.contains(&Some(json!("fire-and-forget"))));
+}
+
+/// I14 (and I2): a registry open racing the last close never receives a pool that is shutting
+/// down, never has two pools of one file at once, and ends with nothing open.
+fn registry_open_races_last_close(hand_out_closing: bool) {
+    let engine = ModelEngine::new();
+    let mut registry = Registry::<PathBuf, ModelEngine>::new();
+    registry.fault_hand_out_closing = hand_out_closing;
+    let registry = Arc::new(registry);
+    let key = PathBuf::from("a.db");
+    let open = |e: &ModelEngine| {
+        let e = e.clone();
+        move || Pool::open(e, config(0, Faults::default()))
+    };
+    let first = Handle::acquire(&registry, key.clone(), (), open(&engine), |_| Ok(())).unwrap();
+    let t = thread::spawn(move || first.close());
+    let second = Handle::acquire(&registry, key.clone(), (), open(&engine), |_| Ok(())).unwrap();
+    let result = second.call_blocking(add("s", json!("after reopen")));
+    assert_eq!(
+        result,
+        Ok(Outcome::Done),
+        "a fresh handle got a closing pool"
+    );
+    assert!(engine.stats.open_now() <= 1, "two writers on one file");
+    t.join().unwrap();
+    second.close();
+    assert!(registry.is_empty());
+    assert_eq!(engine.stats.open_now(), 0);
+}
+
+#[test]
+fn loom_group_commit_isolates_a_failing_request() {
+    model("group_commit_isolates_a_failing_request", || {
+        group_commit_isolates_a_failing_request(Faults::default())
+    });
+}
+
+#[test]
+fn loom_read_sees_acknowledged_writes() {
+    model("read_sees_acknowledged_writes", || {
+        read_sees_acknowledged_writes(Faults::default())
+    });
+}
+
+#[test]
+fn loom_failed_commit_fails_the_whole_batch() {
+    model("failed_commit_fails_the_whole_batch", || {
+        failed_commit_fails_the_whole_batch(Faults::default())
+    });
+}
+
+#[test]
+fn loom_concurrent_pops_are_distinct() {
+    model("concurrent_pops_are_distinct", || {
+        concurrent_pops_are_distinct(Faults::default())
+    });
+}
+
+#[test]
+fn loom_close_races_in_flight_requests() {
+    model("close_races_in_flight_requests", || {
+        close_races_in_flight_requests(Faults::default())
+    });
+}
+
+#[test]
+fn loom_abandoned_write_still_completes() {
+    model("abandoned_write_still_completes", || {
+        abandoned_write_still_completes(Faults::default())
+    });
+}
+
+#[test]
+fn loom_registry_open_races_last_close() {
+    model("registry_open_races_last_close", || {
+        registry_open_races_last_close(false)
+    });
+}
+
+// ---- negative controls -----------------------------------------------------------------------
+
+#[test]
+fn negative_reply_before_commit_is_caught() {
+    let broken = Faults {
+        reply_before_commit: true,
+        ..Faults::default()
+    };
+    expect_violation("reply_before_commit/read", "not visible", move || {
+        read_sees_acknowledged_writes(broken)
+    });
+    expect_violation(
+        "reply_before_commit/failed_commit",
+        "but stored",
+        move || failed_commit_fails_the_whole_batch(broken),
+    );
+}
+
+#[test]
+fn negative_connections_never_closed_are_caught() {
+    let broken = Faults {
+        leak_connections: true,
+        ..Faults::default()
+    };
+    expect_violation("leak_connections", "left open", move || {
+        close_races_in_flight_requests(broken)
+    });
+}
+
+#[test]
+fn negative_registry_handing_out_closing_pool_is_caught() {
+    expect_violation("registry_hands_out_closing_pool", "closing pool", || {
+        registry_open_races_last_close(true)
+    });
+}
+
+/// The I1 probe inside every fake connection: shared by two threads behind one lock it stays
+/// quiet; behind a lock created per call, or no lock at all, loom finds the overlap.
+mod shared_connection {
+    use super::*;
+    use agent_sessions::model_engine::UseProbe;
+    use agent_sessions::sync::Mutex;
+
+    fn use_conn(probe: &UseProbe) {
+        let _inside = probe.enter();
+        thread::yield_now();
+    }
+
+    fn scenario(lock: fn(&Arc<(UseProbe, Mutex<()>)>)) {
+        let shared = Arc::new((UseProbe::default(), Mutex::new(())));
+        let other = shared.clone();
+        let t = thread::spawn(move || lock(&other));
+        lock(&shared);
+        t.join().unwrap();
+    }
+
+    fn one_shared_lock(s: &Arc<(UseProbe, Mutex<()>)>) {
+        let _g = s.1.lock();
+        use_conn(&s.0);
+    }
+
+    fn lock_created_per_call(s: &Arc<(UseProbe, Mutex<()>)>) {
+        let per_call = Mutex::new(());
+        let _g = per_call.lock();
+        use_conn(&s.0);
+    }
+
+    fn no_lock(s: &Arc<(UseProbe, Mutex<()>)>) {
+        use_conn(&s.0);
+    }
+
+    #[test]
+    fn loom_one_lock_keeps_a_shared_connection_exclusive() {
+        model("shared_connection/one_lock", || scenario(one_shared_lock));
+    }
+
+    #[test]
+    fn negative_lock_created_per_call_is_caught() {
+        expect_violation("shared_connection/lock_per_call", "I1 violated", || {
+            scenario(lock_created_per_call)
+        });
+    }
+
+    #[test]
+    fn negative_shared_connection_without_lock_is_caught() {
+        expect_violation("shared_connection/no_lock", "I1 violated", || {
+            scenario(no_lock)
+        });
+    }
+}
