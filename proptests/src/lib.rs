@@ -1,1 +1,393 @@
-//! Property tests live in `tests/`; shared helpers may come here.
+//! Shared pieces of the property tests: the operation strategies, the targets a sequence runs
+//! on (real SQLite stores, or deliberately faulty wrappers for negative controls), outcome
+//! normalisation for comparison with the model, and a Wing–Gong linearizability checker.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
+
+use agent_sessions::{Durability, Error, Op, Outcome, Store};
+use proptest::prelude::*;
+use serde_json::{json, Value};
+use session_model::{parse_item, Model};
+
+/// Cases per property: `PROPTEST_CASES` overrides the CI default given by each test.
+pub fn cases(ci_default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(ci_default)
+}
+
+pub const SESSIONS: [&str; 3] = ["a", "b", "ü'%_\"; --"];
+
+pub fn session() -> impl Strategy<Value = String> {
+    prop::sample::select(SESSIONS.to_vec()).prop_map(str::to_owned)
+}
+
+pub fn item() -> impl Strategy<Value = Value> {
+    let text = "[a-zé中😀'\"%_\\\\\n]{0,6}";
+    prop_oneof![
+        any::<i64>().prop_map(|n| json!(n)),
+        (-1.0e6f64..1.0e6).prop_map(|f| json!(f)),
+        text.prop_map(|s| json!(s)),
+        (text, prop::bool::ANY).prop_map(|(s, user)| {
+            json!({"role": if user { "user" } else { "assistant" }, "content": s})
+        }),
+        (text, any::<u8>()).prop_map(|(s, n)| json!({"z": [n, null, true], "a": {"k": s}})),
+    ]
+}
+
+/// Text another program might store: mostly not JSON at all, sometimes valid JSON.
+pub fn raw_data() -> impl Strategy<Value = String> {
+    prop::sample::select(vec![
+        "{",
+        "NaN",
+        "Infinity",
+        "[1,]",
+        "",
+        "\"plain\"",
+        "{\"x\":1}",
+    ])
+    .prop_map(str::to_owned)
+}
+
+pub fn write_op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (session(), prop::collection::vec(item(), 0..4))
+            .prop_map(|(session, items)| Op::AddItems { session, items }),
+        2 => session().prop_map(|session| Op::PopItem { session }),
+        1 => session().prop_map(|session| Op::ClearSession { session }),
+        1 => (session(), raw_data()).prop_map(|(session, data)| Op::PlantRaw { session, data }),
+    ]
+}
+
+pub fn read_op() -> impl Strategy<Value = Op> {
+    let limit = prop_oneof![Just(None), (-2i64..6).prop_map(Some)];
+    prop_oneof![
+        4 => (session(), limit).prop_map(|(session, limit)| Op::GetItems { session, limit }),
+        1 => Just(Op::ListSessions),
+        1 => session().prop_map(|session| Op::Export { session }),
+    ]
+}
+
+pub fn any_op() -> impl Strategy<Value = Op> {
+    prop_oneof![3 => write_op(), 2 => read_op()]
+}
+
+/// Outcomes in a comparable form: timestamps blanked, stored text replaced by what it parses
+/// to (the store writes Python's bytes, the model canonical JSON; both must mean the same).
+pub fn normalize(r: Result<Outcome, Error>) -> Result<Outcome, Error> {
+    r.map(|o| match o.without_timestamps() {
+        Outcome::Dump(mut d) => {
+            for m in &mut d.messages {
+                if let Some(v) = parse_item(&m.message_data) {
+                    m.message_data = v.to_string();
+                }
+            }
+            Outcome::Dump(d)
+        }
+        other => other,
+    })
+}
+
+/// The model's answer to `op`, as the store's error type.
+pub fn model_apply(model: &mut Model, op: &Op) -> Result<Outcome, Error> {
+    model.apply(op).map_err(Error::from)
+}
+
+/// What a sequence runs on.
+pub trait Target {
+    /// Run `op` through handle `h` (several handles share one file).
+    fn exec(&mut self, h: usize, op: Op) -> Result<Outcome, Error>;
+    /// Submit `ops` back to back through one handle, then wait for all (one group commit).
+    fn group(&mut self, h: usize, ops: Vec<Op>) -> Vec<Result<Outcome, Error>>;
+    /// Close every handle and open the file again (a no-op for in-memory stores).
+    fn reopen(&mut self);
+}
+
+/// Which real store a sequence runs on.
+#[derive(Clone, Copy, Debug)]
+pub enum Kind {
+    File(Durability),
+    Memory,
+}
+
+/// Two handles on one SQLite database.
+pub struct SqliteTarget {
+    kind: Kind,
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    handles: Vec<Store>,
+}
+
+impl SqliteTarget {
+    pub fn new(kind: Kind) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("prop.db");
+        let mut t = SqliteTarget {
+            kind,
+            _dir: dir,
+            path,
+            handles: Vec::new(),
+        };
+        t.open();
+        t
+    }
+
+    fn open(&mut self) {
+        self.handles = match self.kind {
+            Kind::Memory => {
+                let s = Store::open_in_memory().expect("open memory store");
+                vec![s.clone(), s]
+            }
+            Kind::File(d) => (0..2)
+                .map(|_| {
+                    Store::builder(&self.path)
+                        .durability(d)
+                        .busy_timeout(Duration::from_secs(10))
+                        .open()
+                        .expect("open file store")
+                })
+                .collect(),
+        };
+    }
+}
+
+impl Target for SqliteTarget {
+    fn exec(&mut self, h: usize, op: Op) -> Result<Outcome, Error> {
+        self.handles[h % self.handles.len()].execute_blocking(op)
+    }
+
+    fn group(&mut self, h: usize, ops: Vec<Op>) -> Vec<Result<Outcome, Error>> {
+        let store = &self.handles[h % self.handles.len()];
+        // Poll each future once, in order: that queues its request (FIFO), so the whole group
+        // is queued before the writer wakes up and the model order is the submission order.
+        let mut pending: Vec<_> = ops
+            .into_iter()
+            .map(|op| Box::pin(store.execute(op)))
+            .collect();
+        let mut ready: Vec<Option<Result<Outcome, Error>>> = pending
+            .iter_mut()
+            .map(
+                |f| match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+                    Poll::Ready(r) => Some(r),
+                    Poll::Pending => None,
+                },
+            )
+            .collect();
+        for (slot, f) in ready.iter_mut().zip(pending) {
+            if slot.is_none() {
+                *slot = Some(block_on(f));
+            }
+        }
+        ready
+            .into_iter()
+            .map(|r| r.expect("every request answered"))
+            .collect()
+    }
+
+    fn reopen(&mut self) {
+        if matches!(self.kind, Kind::File(_)) {
+            for h in self.handles.drain(..) {
+                h.close();
+            }
+            self.open();
+        }
+    }
+}
+
+/// Drive a future to completion on this thread.
+pub fn block_on<F: Future>(f: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let Poll::Ready(r) = f.as_mut().poll(&mut Context::from_waker(&waker)) {
+            return r;
+        }
+        std::thread::park();
+    }
+}
+
+/// Negative control: an engine that silently drops every `n`-th non-empty add it ever sees
+/// (acknowledging it). The count spans test cases, as a real engine bug's would.
+pub struct DropsAdds<T> {
+    pub inner: T,
+    pub every: usize,
+}
+
+static ADDS_SEEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl<T> DropsAdds<T> {
+    pub fn new(inner: T, every: usize) -> Self {
+        DropsAdds { inner, every }
+    }
+}
+
+impl<T: Target> Target for DropsAdds<T> {
+    fn exec(&mut self, h: usize, op: Op) -> Result<Outcome, Error> {
+        if let Op::AddItems { items, .. } = &op {
+            if !items.is_empty() {
+                let seen = ADDS_SEEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                if seen % self.every == 0 {
+                    return Ok(Outcome::Done);
+                }
+            }
+        }
+        self.inner.exec(h, op)
+    }
+    fn group(&mut self, h: usize, ops: Vec<Op>) -> Vec<Result<Outcome, Error>> {
+        ops.into_iter().map(|op| self.exec(h, op)).collect()
+    }
+    fn reopen(&mut self) {
+        self.inner.reopen()
+    }
+}
+
+/// Negative control: a store that writes the items of a multi-item add in reverse order.
+pub struct ReordersBatches<T>(pub T);
+
+impl<T: Target> Target for ReordersBatches<T> {
+    fn exec(&mut self, h: usize, op: Op) -> Result<Outcome, Error> {
+        match op {
+            Op::AddItems { session, mut items } => {
+                items.reverse();
+                self.0.exec(h, Op::AddItems { session, items })
+            }
+            other => self.0.exec(h, other),
+        }
+    }
+    fn group(&mut self, h: usize, ops: Vec<Op>) -> Vec<Result<Outcome, Error>> {
+        ops.into_iter().map(|op| self.exec(h, op)).collect()
+    }
+    fn reopen(&mut self) {
+        self.0.reopen()
+    }
+}
+
+/// One step of a sequential run.
+#[derive(Clone, Debug)]
+pub enum Step {
+    Exec(usize, Op),
+    /// Writes submitted together (they share a group commit, in submission order).
+    Group(usize, Vec<Op>),
+    Reopen,
+}
+
+pub fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        12 => (0..2usize, any_op()).prop_map(|(h, op)| Step::Exec(h, op)),
+        2 => (0..2usize, prop::collection::vec(write_op(), 2..5)).prop_map(|(h, ops)| Step::Group(h, ops)),
+        1 => Just(Step::Reopen),
+    ]
+}
+
+/// Run `steps` on `target` and on the model; fail at the first difference, then compare every
+/// session's full contents.
+pub fn check_sequence(target: &mut dyn Target, steps: &[Step]) -> Result<(), String> {
+    let mut model = Model::new();
+    for (i, step) in steps.iter().enumerate() {
+        match step {
+            Step::Exec(h, op) => {
+                let got = normalize(target.exec(*h, op.clone()));
+                let want = normalize(model_apply(&mut model, op));
+                if got != want {
+                    return Err(format!("step {i} {op:?}: store {got:?} != model {want:?}"));
+                }
+            }
+            Step::Group(h, ops) => {
+                let got = target.group(*h, ops.clone());
+                for (op, got) in ops.iter().zip(got) {
+                    let want = normalize(model_apply(&mut model, op));
+                    let got = normalize(got);
+                    if got != want {
+                        return Err(format!(
+                            "step {i} (group) {op:?}: store {got:?} != model {want:?}"
+                        ));
+                    }
+                }
+            }
+            Step::Reopen => target.reopen(),
+        }
+    }
+    final_state_matches(target, &mut model)
+}
+
+fn final_state_matches(target: &mut dyn Target, model: &mut Model) -> Result<(), String> {
+    let got = normalize(target.exec(0, Op::ListSessions));
+    let want = normalize(model_apply(model, &Op::ListSessions));
+    if got != want {
+        return Err(format!("final sessions: store {got:?} != model {want:?}"));
+    }
+    for s in SESSIONS {
+        let op = Op::Export { session: s.into() };
+        let got = normalize(target.exec(0, op.clone()));
+        let want = normalize(model_apply(model, &op));
+        if got != want {
+            return Err(format!(
+                "final rows of {s:?}: store {got:?} != model {want:?}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+// ---- linearizability -----------------------------------------------------------------------
+
+/// One completed operation of a concurrent history, stamped with a global logical clock.
+#[derive(Clone, Debug)]
+pub struct Event {
+    pub thread: usize,
+    pub op: Op,
+    pub result: Result<Outcome, Error>,
+    pub invoked: u64,
+    pub returned: u64,
+}
+
+/// Wing–Gong search: is there a total order of `history`, consistent with real time (an event
+/// that returned before another was invoked comes first), in which the model, starting from
+/// `initial`, gives every recorded result? Returns one such order.
+pub fn linearize(initial: &Model, history: &[Event]) -> Option<Vec<usize>> {
+    fn go(model: &Model, history: &[Event], done: &mut Vec<bool>, order: &mut Vec<usize>) -> bool {
+        if order.len() == history.len() {
+            return true;
+        }
+        // Candidates: pending events not preceded (in real time) by another pending event.
+        let min_return = history
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !done[*i])
+            .map(|(_, e)| e.returned)
+            .min()
+            .unwrap_or(u64::MAX);
+        for i in 0..history.len() {
+            if done[i] || history[i].invoked > min_return {
+                continue;
+            }
+            let mut m = model.clone();
+            if normalize(model_apply(&mut m, &history[i].op))
+                != normalize(history[i].result.clone())
+            {
+                continue;
+            }
+            done[i] = true;
+            order.push(i);
+            if go(&m, history, done, order) {
+                return true;
+            }
+            order.pop();
+            done[i] = false;
+        }
+        false
+    }
+    let mut done = vec![false; history.len()];
+    let mut order = Vec::new();
+    go(initial, history, &mut done, &mut order).then_some(order)
+}
