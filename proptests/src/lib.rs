@@ -236,7 +236,7 @@ impl<T: Target> Target for DropsAdds<T> {
         if let Op::AddItems { items, .. } = &op {
             if !items.is_empty() {
                 let seen = ADDS_SEEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                if seen % self.every == 0 {
+                if seen.is_multiple_of(self.every) {
                     return Ok(Outcome::Done);
                 }
             }
