@@ -47,7 +47,7 @@ mod imp {
     }
 
     pub mod thread {
-        pub use std::thread::{panicking, yield_now, JoinHandle};
+        pub use std::thread::{panicking, sleep, yield_now, JoinHandle};
 
         /// Spawn a named thread; fails (rather than panicking) when the OS refuses one.
         pub fn spawn<F, T>(name: String, f: F) -> std::io::Result<JoinHandle<T>>
@@ -102,7 +102,8 @@ mod imp {
 
     pub mod thread {
         pub use loom::thread::{yield_now, JoinHandle};
-        pub use std::thread::panicking;
+        // Only the SQLite engine sleeps (between WAL retries); loom scenarios never reach it.
+        pub use std::thread::{panicking, sleep};
 
         pub fn spawn<F, T>(name: String, f: F) -> std::io::Result<JoinHandle<T>>
         where

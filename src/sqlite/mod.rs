@@ -119,7 +119,7 @@ fn enable_wal(conn: &Sql, timeout: Duration) -> Result<()> {
                 if !matches!(err, Error::Busy(_)) || Instant::now() >= deadline {
                     return Err(err);
                 }
-                std::thread::sleep(Duration::from_millis(10));
+                crate::sync::thread::sleep(Duration::from_millis(10));
             }
         }
     }
