@@ -55,6 +55,8 @@ pub struct ModelStats {
     pub commits: AtomicUsize,
     /// The next this-many commits fail.
     pub fail_commits: AtomicUsize,
+    /// The next commit panics — outside any request, so the writer thread itself dies.
+    pub panic_commits: AtomicUsize,
 }
 
 impl ModelStats {
@@ -171,6 +173,12 @@ impl Connection for ModelConn {
         if fail {
             return Err(Error::Io("injected commit failure".into()));
         }
+        let die = self
+            .stats
+            .panic_commits
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        assert!(!die, "injected panic at commit: the writer thread dies");
         *self.db.lock() = tx;
         self.stats.commits.fetch_add(1, Ordering::SeqCst);
         Ok(())

@@ -1,0 +1,119 @@
+//! Faults that are not bad data (SPEC §10): another connection holding the write lock (wait up
+//! to the busy timeout, then `Busy`), a request that panics (fails alone, I15), and a writer
+//! thread that dies (its callers get `Closed` instead of hanging, I4).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agent_sessions::handle::{Handle, Owner};
+use agent_sessions::model_engine::{panicking_item, ModelEngine};
+use agent_sessions::pool::{Pool, PoolConfig};
+use agent_sessions::{Error, Op, Outcome, Store};
+use serde_json::json;
+
+fn add(item: serde_json::Value) -> Op {
+    Op::AddItems {
+        session: "s".into(),
+        items: vec![item],
+    }
+}
+
+#[test]
+fn a_held_write_lock_is_waited_for_then_reported_as_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("busy.db");
+    let store = Store::builder(&path)
+        .busy_timeout(Duration::from_millis(300))
+        .open()
+        .unwrap();
+    let s = store.session("s").blocking();
+    s.add_items(vec![json!(0)]).unwrap();
+
+    // Another connection (as another process would) takes the write lock and keeps it.
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let started = Instant::now();
+    let err = s.add_items(vec![json!(1)]).unwrap_err();
+    assert!(matches!(err, Error::Busy(_)), "{err:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "gave up before the busy timeout"
+    );
+    // Reads are not blocked by a writer in WAL mode.
+    assert_eq!(s.get_items(None).unwrap(), vec![json!(0)]);
+    other.execute_batch("COMMIT").unwrap();
+    // The lock is gone: the store writes again, and nothing of the failed write landed.
+    s.add_items(vec![json!(2)]).unwrap();
+    assert_eq!(s.get_items(None).unwrap(), vec![json!(0), json!(2)]);
+
+    // A lock released within the timeout is simply waited for.
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        other.execute_batch("COMMIT").unwrap();
+    });
+    s.add_items(vec![json!(3)]).unwrap();
+    releaser.join().unwrap();
+    assert_eq!(s.get_items(Some(1)).unwrap(), vec![json!(3)]);
+}
+
+fn model_handle(engine: &ModelEngine) -> Handle<ModelEngine> {
+    let pool = Pool::open(
+        engine.clone(),
+        PoolConfig {
+            readers: 1,
+            ..PoolConfig::default()
+        },
+    )
+    .unwrap();
+    Handle::new(Arc::new(pool), Owner::Private, ())
+}
+
+#[test]
+fn a_panicking_request_fails_alone_and_the_store_goes_on() {
+    let engine = ModelEngine::new();
+    let h = model_handle(&engine);
+    h.call_blocking(add(json!("before"))).unwrap();
+    let err = h.call_blocking(add(panicking_item())).unwrap_err();
+    assert!(
+        matches!(&err, Error::Internal(m) if m.contains("panicked")),
+        "{err:?}"
+    );
+    h.call_blocking(add(json!("after"))).unwrap();
+    assert_eq!(
+        engine.snapshot().rows("s"),
+        vec![Some(json!("before")), Some(json!("after"))]
+    );
+}
+
+#[test]
+fn a_dying_writer_fails_its_callers_instead_of_hanging() {
+    let engine = ModelEngine::new();
+    let h = Arc::new(model_handle(&engine));
+    h.call_blocking(add(json!("kept"))).unwrap();
+    engine
+        .stats
+        .panic_commits
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+    // Several writers queue up; the writer dies at its next commit.
+    let callers: Vec<_> = (0..4)
+        .map(|i| {
+            let h = h.clone();
+            std::thread::spawn(move || h.call_blocking(add(json!(i))))
+        })
+        .collect();
+    for c in callers {
+        assert_eq!(c.join().unwrap(), Err(Error::Closed));
+    }
+    assert_eq!(h.call_blocking(add(json!("later"))), Err(Error::Closed));
+    // Reads still have their own threads and see the last committed state.
+    assert_eq!(
+        h.call_blocking(Op::GetItems {
+            session: "s".into(),
+            limit: None
+        }),
+        Ok(Outcome::Items(vec![json!("kept")]))
+    );
+    h.close();
+    assert_eq!(engine.stats.open_now(), 0);
+}
