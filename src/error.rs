@@ -79,14 +79,11 @@ impl From<session_model::ModelError> for Error {
     }
 }
 
-/// Adds where an error happened ("opening /x.db", "session 'u1'") to its message.
-pub(crate) trait Context<T> {
-    fn context(self, what: impl fmt::Display) -> Result<T>;
-}
-
-impl<T, E: Into<Error>> Context<T> for std::result::Result<T, E> {
-    fn context(self, what: impl fmt::Display) -> Result<T> {
-        self.map_err(|e| match e.into() {
+impl Error {
+    /// The same error with where it happened ("opening /x.db", "session 'u1'") prefixed to its
+    /// message; kinds without a free-text message are returned unchanged.
+    pub(crate) fn within(self, what: impl fmt::Display) -> Error {
+        match self {
             Error::Sqlite { code, message } => Error::Sqlite {
                 code,
                 message: format!("{what}: {message}"),
@@ -95,6 +92,17 @@ impl<T, E: Into<Error>> Context<T> for std::result::Result<T, E> {
             Error::Io(m) => Error::Io(format!("{what}: {m}")),
             Error::Busy(m) => Error::Busy(format!("{what}: {m}")),
             other => other,
-        })
+        }
+    }
+}
+
+/// `Result::context`: [`Error::within`] on the error of a result.
+pub(crate) trait Context<T> {
+    fn context(self, what: impl fmt::Display) -> Result<T>;
+}
+
+impl<T, E: Into<Error>> Context<T> for std::result::Result<T, E> {
+    fn context(self, what: impl fmt::Display) -> Result<T> {
+        self.map_err(|e| e.into().within(what))
     }
 }

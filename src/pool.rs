@@ -18,7 +18,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use session_model::{Op, Outcome};
 
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::reply::{self, ReplyReceiver, ReplySender};
 use crate::sync::{thread, Arc, Condvar, Mutex};
 
@@ -310,7 +310,7 @@ fn reader_loop<C: Connection>(mut conn: C, queue: &Queue<C::Ctx>, config: PoolCo
     while queue.pop_batch(1, &mut batch) {
         for req in batch.drain(..) {
             let result = guarded(|| conn.read(&req.ctx, &req.op));
-            req.reply.send(result);
+            req.reply.send(in_session(result, &req.op));
         }
     }
     finish(conn, config);
@@ -366,6 +366,7 @@ fn run_batch<C: Connection>(
     }
     if let Err(e) = conn.commit() {
         conn.rollback();
+        let e = e.within(format!("committing a group of {} request(s)", batch.len()));
         for r in results.iter_mut() {
             *r = Err(e.clone());
         }
@@ -381,7 +382,7 @@ fn send_all<C>(batch: &mut Vec<Request<C>>, results: &mut Vec<Result<Outcome>>) 
 
 fn run_one<C: Connection>(conn: &mut C, req: &Request<C::Ctx>) -> Result<Outcome> {
     conn.savepoint()?;
-    let result = guarded(|| conn.execute(&req.ctx, &req.op));
+    let result = in_session(guarded(|| conn.execute(&req.ctx, &req.op)), &req.op);
     let kept = match &result {
         Ok(_) => conn.release(),
         Err(_) => conn.rollback_to(),
@@ -393,6 +394,14 @@ fn run_one<C: Connection>(conn: &mut C, req: &Request<C::Ctx>) -> Result<Outcome
         return Err(e);
     }
     result
+}
+
+/// Name the session concerned in an engine error.
+fn in_session(result: Result<Outcome>, op: &Op) -> Result<Outcome> {
+    match op.session() {
+        Some(s) => result.context(format!("session {s:?}")),
+        None => result,
+    }
 }
 
 /// Run `f`, turning a panic into an error for this request alone.
