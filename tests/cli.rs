@@ -1,0 +1,144 @@
+//! The command line as a user meets it: JSON lines out, input validated before anything is
+//! written, errors on stderr with exit status 1 and a message that says what was wrong.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn cli(db: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_agent-sessions"))
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "command failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+#[test]
+fn add_items_pop_clear_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("cli.db");
+    stdout(&cli(
+        &db,
+        &[
+            "add",
+            "u1",
+            r#"{"role": "user", "content": "hé"}"#,
+            "[1, 2]",
+        ],
+        None,
+    ));
+    stdout(&cli(
+        &db,
+        &["add", "u1"],
+        Some("\"from stdin\"\n\n{\"k\": null}\n"),
+    ));
+    assert_eq!(
+        stdout(&cli(&db, &["items", "u1"], None)),
+        "{\"role\":\"user\",\"content\":\"hé\"}\n[1,2]\n\"from stdin\"\n{\"k\":null}\n"
+    );
+    assert_eq!(
+        stdout(&cli(&db, &["items", "u1", "--limit", "1"], None)),
+        "{\"k\":null}\n"
+    );
+    assert_eq!(
+        stdout(&cli(&db, &["items", "u1", "--limit", "-1"], None))
+            .lines()
+            .count(),
+        4
+    );
+    assert_eq!(stdout(&cli(&db, &["pop", "u1"], None)), "{\"k\":null}\n");
+    let sessions = stdout(&cli(&db, &["sessions"], None));
+    let row: serde_json::Value = serde_json::from_str(sessions.trim()).unwrap();
+    assert_eq!(row["session_id"], "u1");
+    assert_eq!(row["item_count"], 3);
+    assert!(row["created_at"].as_str().unwrap().len() >= 19);
+    stdout(&cli(&db, &["clear", "u1"], None));
+    assert_eq!(stdout(&cli(&db, &["items", "u1"], None)), "");
+    assert_eq!(stdout(&cli(&db, &["pop", "u1"], None)), "");
+}
+
+#[test]
+fn bad_json_on_stdin_writes_nothing_and_names_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("cli.db");
+    let out = cli(
+        &db,
+        &["add", "u1"],
+        Some("{\"ok\": 1}\n{\"ok\": 2}\n{oops\n"),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("stdin line 3") && err.contains("nothing was written"),
+        "{err}"
+    );
+    assert_eq!(stdout(&cli(&db, &["items", "u1"], None)), "");
+    let out = cli(&db, &["add", "u1", "{\"fine\": 1}", "not json"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("argument 2"));
+    assert_eq!(stdout(&cli(&db, &["items", "u1"], None)), "");
+}
+
+#[test]
+fn export_import_round_trip_between_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
+    stdout(&cli(&a, &["add", "s1", "{\"x\": \"é\"}", "2.5"], None));
+    stdout(&cli(&a, &["add", "s2", "null"], None));
+    let dump = stdout(&cli(&a, &["export"], None));
+    assert_eq!(dump.lines().count(), 2);
+    stdout(&cli(&b, &["import"], Some(&dump)));
+    assert_eq!(
+        stdout(&cli(&b, &["export"], None)),
+        dump,
+        "export → import → export changed"
+    );
+    // A malformed dump line is rejected before anything is imported.
+    let c = dir.path().join("c.db");
+    let out = cli(
+        &c,
+        &["import"],
+        Some(&format!("{dump}{{\"session_id\": 5}}\n")),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("stdin line 3"));
+    assert_eq!(stdout(&cli(&c, &["sessions"], None)), "");
+}
+
+#[test]
+fn bad_table_names_and_bad_files_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("x.db");
+    let out = cli(
+        &db,
+        &["--messages-table", "m; DROP TABLE x", "items", "s"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a valid table name"));
+    assert!(!db.exists());
+    let junk = dir.path().join("junk.db");
+    std::fs::write(&junk, "this is not a database, just text ".repeat(200)).unwrap();
+    let out = cli(&junk, &["items", "s"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not an SQLite database"));
+}
