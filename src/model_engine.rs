@@ -51,6 +51,8 @@ impl Drop for UseGuard<'_> {
 #[derive(Debug, Default)]
 pub struct ModelStats {
     pub opened: AtomicUsize,
+    /// The most connections ever open at once (I2).
+    pub peak_open: AtomicUsize,
     pub closed: AtomicUsize,
     pub commits: AtomicUsize,
     /// The next this-many commits fail.
@@ -90,6 +92,8 @@ impl Engine for ModelEngine {
 
     fn open(&self, _role: Role) -> Result<ModelConn> {
         self.stats.opened.fetch_add(1, Ordering::SeqCst);
+        let now = self.stats.open_now();
+        self.stats.peak_open.fetch_max(now, Ordering::SeqCst);
         Ok(ModelConn {
             db: self.db.clone(),
             stats: self.stats.clone(),

@@ -184,6 +184,10 @@ fn close_races_in_flight_requests(faults: Faults) {
     h.close();
     let result = t.join().unwrap();
     assert!(
+        engine.stats.peak_open.load(Ordering::SeqCst) <= 2,
+        "more than 1 + R connections"
+    );
+    assert!(
         matches!(result, Ok(Outcome::Done) | Err(Error::Closed)),
         "unexpected reply {result:?}"
     );
@@ -241,6 +245,11 @@ fn registry_open_races_last_close(hand_out_closing: bool) {
     assert!(engine.stats.open_now() <= 1, "two writers on one file");
     t.join().unwrap();
     second.close();
+    assert_eq!(
+        engine.stats.peak_open.load(Ordering::SeqCst),
+        1,
+        "two pools of one file at once"
+    );
     assert!(registry.is_empty());
     assert_eq!(engine.stats.open_now(), 0);
 }
