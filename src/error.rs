@@ -16,10 +16,14 @@ pub enum Error {
     /// An argument was rejected before anything was written.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// An Advanced branch has no rows (a branch exists while it has rows).
     #[error("branch not found: {0}")]
     BranchNotFound(String),
-    #[error("branch id already used in this session: {0}")]
+    /// A branch id was used before in this session (ids are never reused, even after a delete
+    /// or a clear).
+    #[error("branch id already used: {0}")]
     BranchIdUsed(String),
+    /// No user item with that turn number (or matching that text) on the branch.
     #[error("turn not found: {0}")]
     TurnNotFound(String),
     /// Another connection (usually another process) held the write lock past the busy timeout.
@@ -73,8 +77,13 @@ impl From<std::io::Error> for Error {
 
 impl From<session_model::ModelError> for Error {
     fn from(e: session_model::ModelError) -> Self {
+        use session_model::ModelError as M;
         match e {
-            session_model::ModelError::InvalidArgument(m) => Error::InvalidArgument(m),
+            M::InvalidArgument(m) => Error::InvalidArgument(m),
+            M::Schema(m) => Error::Schema(m),
+            M::BranchNotFound(m) => Error::BranchNotFound(m),
+            M::BranchIdUsed(m) => Error::BranchIdUsed(m),
+            M::TurnNotFound(m) => Error::TurnNotFound(m),
         }
     }
 }

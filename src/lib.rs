@@ -23,6 +23,7 @@
 //! [`handle`] (closable handles), engines ([`sqlite`], [`model_engine`]), and the public
 //! [`Store`] and sessions.
 
+pub mod advanced;
 pub mod error;
 pub mod handle;
 pub mod model_engine;
@@ -35,8 +36,14 @@ pub mod sqlite;
 pub mod store;
 pub mod sync;
 
+pub use advanced::{
+    AdvancedSqliteSession, BlockingAdvancedSession, BranchInfo, ConversationTurn, HandleView,
+    ToolUse, TurnAnchor, TurnGroup, TurnItem, TurnUsage, Usage, UsageTotals,
+};
 pub use error::{Error, Result};
 pub use session::{BlockingSession, ModelSession, Session, SessionSettings, SqliteSession};
-pub use session_model::{Item, Model, Op, Outcome, SessionDump, SessionInfo};
+pub use session_model::{
+    AdvancedAnswer, AdvancedOp, Item, Model, Op, Outcome, SessionDump, SessionInfo, StructureStatus,
+};
 pub use sqlite::Durability;
 pub use store::{Store, StoreBuilder};

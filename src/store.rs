@@ -8,8 +8,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use session_model::{Op, Outcome, SessionInfo};
+use session_model::{Op, Outcome, SessionInfo, StructureStatus};
 
+use crate::advanced::AdvancedSqliteSession;
 use crate::error::{Error, Result};
 use crate::handle::{Handle, Owner};
 use crate::pool::{Pool, PoolConfig};
@@ -46,6 +47,9 @@ fn registry() -> &'static Arc<Registry<PathBuf, SqliteEngine>> {
 pub struct Store {
     handle: Arc<Handle<SqliteEngine>>,
     settings: SessionSettings,
+    /// Set once the structure tables are known to belong to this handle's table pair (at open
+    /// with `create_structure_tables(true)`, or by the first successful check).
+    structure_owned: Arc<OnceLock<()>>,
 }
 
 impl Store {
@@ -68,6 +72,64 @@ impl Store {
     /// A session of this store. Cheap; sessions of one store share its handle.
     pub fn session(&self, session_id: impl Into<String>) -> SqliteSession {
         SqliteSession::new(self.clone(), session_id.into(), self.settings)
+    }
+
+    /// An Advanced session (the Python SDK's `AdvancedSQLiteSession`): structure rows, branches
+    /// and usage on top of the same messages. Each call returns a new *handle* (its own branch
+    /// pointer, starting on `main`); clones of one handle share its pointer.
+    ///
+    /// The file's structure tables must belong to this store's table pair: open the store with
+    /// [`StoreBuilder::create_structure_tables`]`(true)` to create and claim them, or open a
+    /// file where they already exist. Otherwise this fails with [`Error::Schema`] (missing
+    /// tables, or tables owned by another sessions/messages pair — one pair per file). Unless
+    /// the store claimed the tables at open, the first call checks the file (one short read).
+    ///
+    /// ```
+    /// # fn main() -> agent_sessions::Result<()> {
+    /// use agent_sessions::Store;
+    /// use serde_json::json;
+    ///
+    /// let store = Store::builder(":memory:").create_structure_tables(true).open()?;
+    /// let a = store.advanced_session("user-42")?.blocking();
+    /// a.add_items(vec![json!({"role": "user", "content": "hi"})])?;
+    /// assert_eq!(a.list_branches()?[0].branch_id, "main");
+    ///
+    /// let plain = Store::open_in_memory()?;
+    /// assert!(matches!(plain.advanced_session("x"), Err(agent_sessions::Error::Schema(_))));
+    /// # Ok(()) }
+    /// ```
+    pub fn advanced_session(&self, session_id: impl Into<String>) -> Result<AdvancedSqliteSession> {
+        self.handle.check_open()?;
+        if self.structure_owned.get().is_none() {
+            match self.execute_blocking(Op::StructureStatus)? {
+                Outcome::Structure(StructureStatus::Owned) => {
+                    let _ = self.structure_owned.set(());
+                }
+                Outcome::Structure(StructureStatus::Missing) => {
+                    return Err(Error::from(
+                        session_model::advanced::errors::structure_missing(),
+                    ))
+                }
+                Outcome::Structure(StructureStatus::Rejected(why)) => {
+                    return Err(Error::Schema(why))
+                }
+                other => return Err(unexpected(&other)),
+            }
+        }
+        Ok(AdvancedSqliteSession::new(
+            self.clone(),
+            session_id.into(),
+            self.settings,
+        ))
+    }
+
+    /// Whether the file's structure tables exist and belong to this store's table pair (what
+    /// [`Store::advanced_session`] requires).
+    pub fn structure_status(&self) -> Result<StructureStatus> {
+        match self.execute_blocking(Op::StructureStatus)? {
+            Outcome::Structure(status) => Ok(status),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// Every session with its item count, ordered by id.
@@ -147,6 +209,7 @@ pub struct StoreBuilder {
     options: ConnOptions,
     pool: PoolConfig,
     settings: SessionSettings,
+    structure: bool,
 }
 
 impl StoreBuilder {
@@ -158,7 +221,19 @@ impl StoreBuilder {
             options: ConnOptions::default(),
             pool: PoolConfig::default(),
             settings: SessionSettings::default(),
+            structure: false,
         }
+    }
+
+    /// Also create the Advanced structure tables (`message_structure`, `turn_usage`,
+    /// `branch_reservations`, `session_clear_generations`) and claim them for this table pair,
+    /// in the same transaction as the base tables. Opening fails with [`Error::Schema`], and
+    /// creates nothing, when another sessions/messages pair already owns them (the structure
+    /// tables have fixed names, so one pair per file). Default `false` (basic sessions only;
+    /// Advanced sessions then need a file whose structure tables this pair already owns).
+    pub fn create_structure_tables(mut self, yes: bool) -> Self {
+        self.structure = yes;
+        self
     }
 
     /// Reader threads (each with one read-only connection). Default 2; ignored for `:memory:`.
@@ -230,8 +305,17 @@ impl StoreBuilder {
         let store = Store {
             handle: Arc::new(handle),
             settings: self.settings,
+            structure_owned: Arc::new(OnceLock::new()),
         };
-        store.execute_blocking(Op::Init)?;
+        if let Err(e) = store.execute_blocking(Op::Init {
+            structure: self.structure,
+        }) {
+            store.close();
+            return Err(e);
+        }
+        if self.structure {
+            let _ = store.structure_owned.set(());
+        }
         Ok(store)
     }
 }

@@ -9,8 +9,18 @@
 //!
 //! Timestamps are not modelled: the model stores the empty string, or whatever an import supplied,
 //! and [`Outcome::without_timestamps`] blanks them before comparison.
+//!
+//! Advanced sessions (structure, branches, generations, usage) are in [`advanced`]: one
+//! [`Op::Advanced`] variant wraps every [`AdvancedOp`] of a session handle.
+
+pub mod advanced;
 
 use std::collections::BTreeMap;
+
+pub use advanced::{
+    AdvancedAnswer, AdvancedOp, BranchInfo, HandleView, StructureRow, StructureStatus, ToolUse,
+    TurnAnchor, TurnGroup, TurnItem, TurnRecord, TurnUsage, Usage, UsageTotals,
+};
 
 /// One conversation item: any JSON value (objects keep their key order).
 pub type Item = serde_json::Value;
@@ -18,8 +28,19 @@ pub type Item = serde_json::Value;
 /// An operation on a store. Session-scoped operations name their session.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
-    /// Create the tables if missing (the CLI's `init`). Idempotent.
-    Init,
+    /// Create the tables if missing (the CLI's `init`). Idempotent. With `structure`, also
+    /// create the Advanced structure tables and claim them for the opener's table pair (fails
+    /// with a schema error, changing nothing, when another pair owns them).
+    Init { structure: bool },
+    /// Whether the structure tables exist and belong to the opener's table pair. A read.
+    StructureStatus,
+    /// One operation of an Advanced session handle: `view` is what the handle believed when
+    /// the operation was submitted (SPEC §3 "Handle state").
+    Advanced {
+        session: String,
+        view: HandleView,
+        op: AdvancedOp,
+    },
     /// Append items, in order, in one transaction; creates the session row if missing.
     AddItems { session: String, items: Vec<Item> },
     /// Read items: `None` all, `> 0` the newest `n` valid items, `0` none, `< 0` all.
@@ -41,10 +62,13 @@ pub enum Op {
 impl Op {
     /// Whether the operation may change the database (and so goes to the writer).
     pub fn is_write(&self) -> bool {
-        !matches!(
-            self,
-            Op::GetItems { .. } | Op::ListSessions | Op::Export { .. }
-        )
+        match self {
+            Op::Advanced { op, .. } => op.is_write(),
+            other => !matches!(
+                other,
+                Op::GetItems { .. } | Op::ListSessions | Op::Export { .. } | Op::StructureStatus
+            ),
+        }
     }
 
     /// The session the operation is about, if any.
@@ -55,9 +79,10 @@ impl Op {
             | Op::PopItem { session }
             | Op::ClearSession { session }
             | Op::PlantRaw { session, .. }
-            | Op::Export { session } => Some(session),
+            | Op::Export { session }
+            | Op::Advanced { session, .. } => Some(session),
             Op::Import(dump) => Some(&dump.session_id),
-            Op::Init | Op::ListSessions => None,
+            Op::Init { .. } | Op::ListSessions | Op::StructureStatus => None,
         }
     }
 }
@@ -100,6 +125,13 @@ pub enum Outcome {
     Popped(Option<Item>),
     Sessions(Vec<SessionInfo>),
     Dump(SessionDump),
+    Structure(StructureStatus),
+    /// The answer of an [`Op::Advanced`], with the handle state after the operation (to be
+    /// folded into the handle with [`HandleView::merge`]).
+    Advanced {
+        view: HandleView,
+        answer: AdvancedAnswer,
+    },
 }
 
 impl Outcome {
@@ -113,6 +145,7 @@ impl Outcome {
                 }
             }
             Outcome::Dump(d) => d.blank_timestamps(),
+            Outcome::Advanced { answer, .. } => answer.blank_timestamps(),
             _ => {}
         }
         self
@@ -133,10 +166,29 @@ impl SessionDump {
     }
 }
 
-/// Errors an operation can end with, in the model's terms.
+/// Errors an operation can end with, in the model's terms. The texts are shared with the
+/// SQLite engine ([`advanced::errors`]), so both fail with identical errors.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ModelError {
     InvalidArgument(String),
+    /// The structure tables are missing or belong to another table pair.
+    Schema(String),
+    BranchNotFound(String),
+    BranchIdUsed(String),
+    TurnNotFound(String),
+}
+
+/// The limit rules of `get_items` over the valid items, oldest first: `None` all, `> 0` the
+/// newest `n`, `0` none, `< 0` all (SQLite's negative `LIMIT`).
+pub(crate) fn apply_limit(mut valid: Vec<Item>, limit: Option<i64>) -> Vec<Item> {
+    match limit {
+        Some(0) => Vec::new(),
+        Some(n) if n > 0 => {
+            let n = usize::try_from(n).unwrap_or(usize::MAX);
+            valid.split_off(valid.len().saturating_sub(n))
+        }
+        _ => valid,
+    }
 }
 
 /// Parse stored `message_data` the way readers do: valid JSON is an item, anything else
@@ -146,11 +198,11 @@ pub fn parse_item(data: &str) -> Option<Item> {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Message {
-    id: i64,
-    session: String,
-    data: String,
-    created_at: String,
+pub(crate) struct Message {
+    pub(crate) id: i64,
+    pub(crate) session: String,
+    pub(crate) data: String,
+    pub(crate) created_at: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -170,6 +222,8 @@ pub struct Model {
     messages: Vec<Message>,
     /// Ids are never reused (SQLite `AUTOINCREMENT`).
     last_id: i64,
+    /// Structure, usage, reservation and generation rows of Advanced sessions.
+    adv: advanced::AdvancedState,
 }
 
 impl Model {
@@ -177,10 +231,28 @@ impl Model {
         Model::default()
     }
 
-    /// Apply one operation and return its outcome. A failed operation changes nothing.
+    /// Apply one operation and return its outcome. A failed operation changes nothing (I15).
     pub fn apply(&mut self, op: &Op) -> Result<Outcome, ModelError> {
+        let before = self.clone();
+        let result = self.apply_unchecked(op);
+        if result.is_err() {
+            *self = before;
+        }
+        result
+    }
+
+    fn apply_unchecked(&mut self, op: &Op) -> Result<Outcome, ModelError> {
         match op {
-            Op::Init => Ok(Outcome::Done),
+            Op::Init { structure } => {
+                self.adv.tables |= *structure;
+                Ok(Outcome::Done)
+            }
+            Op::StructureStatus => Ok(Outcome::Structure(if self.adv.tables {
+                StructureStatus::Owned
+            } else {
+                StructureStatus::Missing
+            })),
+            Op::Advanced { session, view, op } => self.apply_advanced(session, view, op),
             Op::AddItems { session, items } => {
                 if items.is_empty() {
                     return Ok(Outcome::Done);
@@ -262,14 +334,7 @@ impl Model {
             .session_messages(session)
             .filter_map(|m| parse_item(&m.data))
             .collect();
-        match limit {
-            Some(0) => Vec::new(),
-            Some(n) if n > 0 => {
-                let n = usize::try_from(n).unwrap_or(usize::MAX);
-                valid[valid.len().saturating_sub(n)..].to_vec()
-            }
-            _ => valid,
-        }
+        apply_limit(valid, limit)
     }
 
     fn pop(&mut self, session: &str) -> Option<Item> {

@@ -11,7 +11,7 @@ use crate::error::{Context, Result};
 pub(super) fn execute(conn: &Connection, t: &Tables, op: &Op) -> Result<Outcome> {
     let sql = &t.sql;
     match op {
-        Op::Init => {
+        Op::Init { structure } => {
             for ddl in &sql.ddl {
                 conn.execute(ddl, []).context(format!(
                     "creating tables {} / {}",
@@ -19,8 +19,15 @@ pub(super) fn execute(conn: &Connection, t: &Tables, op: &Op) -> Result<Outcome>
                     t.messages.sql()
                 ))?;
             }
+            if *structure {
+                super::advanced::init_structure(conn, t)?;
+            }
             Ok(Outcome::Done)
         }
+        Op::StructureStatus => Ok(Outcome::Structure(super::advanced::structure_status(
+            conn, t,
+        )?)),
+        Op::Advanced { session, view, op } => super::advanced::execute(conn, t, session, view, op),
         Op::AddItems { session, items } => {
             if items.is_empty() {
                 return Ok(Outcome::Done);
@@ -124,35 +131,51 @@ pub(super) fn execute(conn: &Connection, t: &Tables, op: &Op) -> Result<Outcome>
     }
 }
 
-/// Newest-`limit` reads widen their window until `limit` valid items are found or history runs
-/// out, so corrupt rows never shorten the answer (SPEC §5.2).
 fn get_items(
     conn: &Connection,
     t: &Tables,
     session: &str,
     limit: Option<i64>,
 ) -> Result<Vec<Item>> {
+    let map = |r: &rusqlite::Row<'_>| Ok(text_of(r.get_ref(0)?));
+    limited_items(
+        limit,
+        || {
+            let mut stmt = conn.prepare_cached(&t.sql.select_all)?;
+            let rows: rusqlite::Result<Vec<Option<String>>> =
+                stmt.query_map([session], map)?.collect();
+            Ok(rows?)
+        },
+        |window| {
+            let mut stmt = conn.prepare_cached(&t.sql.select_newest)?;
+            let rows: rusqlite::Result<Vec<Option<String>>> =
+                stmt.query_map(params![session, window], map)?.collect();
+            Ok(rows?)
+        },
+    )
+}
+
+/// The limit rules of `get_items` over stored rows: `fetch_all` gives every row oldest first,
+/// `fetch_newest(n)` the newest `n` rows newest first (SQLite `LIMIT n`, so a negative `n`
+/// means all). Newest-`limit` reads widen their window until `limit` valid items are found or
+/// history runs out, so corrupt rows never shorten the answer (SPEC §5.2).
+pub(super) fn limited_items(
+    limit: Option<i64>,
+    fetch_all: impl Fn() -> Result<Vec<Option<String>>>,
+    fetch_newest: impl Fn(i64) -> Result<Vec<Option<String>>>,
+) -> Result<Vec<Item>> {
     let decode = |rows: Vec<Option<String>>| -> Vec<Item> {
         rows.iter()
             .filter_map(|d| d.as_deref().and_then(parse_item))
             .collect()
     };
-    let fetch = |sql: &str, window: Option<i64>| -> Result<Vec<Option<String>>> {
-        let mut stmt = conn.prepare_cached(sql)?;
-        let map = |r: &rusqlite::Row<'_>| Ok(text_of(r.get_ref(0)?));
-        let rows: rusqlite::Result<Vec<Option<String>>> = match window {
-            None => stmt.query_map([session], map)?.collect(),
-            Some(w) => stmt.query_map(params![session, w], map)?.collect(),
-        };
-        Ok(rows?)
-    };
     match limit {
-        None => Ok(decode(fetch(&t.sql.select_all, None)?)),
+        None => Ok(decode(fetch_all()?)),
         Some(n) if n > 0 => {
             let want = usize::try_from(n).unwrap_or(usize::MAX);
             let mut window = n;
             loop {
-                let mut rows = fetch(&t.sql.select_newest, Some(window))?;
+                let mut rows = fetch_newest(window)?;
                 let exhausted = (rows.len() as i64) < window;
                 rows.reverse();
                 let mut items = decode(rows);
@@ -166,7 +189,7 @@ fn get_items(
             }
         }
         Some(n) => {
-            let mut rows = fetch(&t.sql.select_newest, Some(n))?;
+            let mut rows = fetch_newest(n)?;
             rows.reverse();
             Ok(decode(rows))
         }
@@ -175,7 +198,7 @@ fn get_items(
 
 /// Stored text of a column, whatever its storage class (other programs may store BLOBs or
 /// numbers); `None` for NULL or bytes that are not UTF-8.
-fn text_of(v: ValueRef<'_>) -> Option<String> {
+pub(super) fn text_of(v: ValueRef<'_>) -> Option<String> {
     match v {
         ValueRef::Null => None,
         ValueRef::Integer(i) => Some(i.to_string()),

@@ -5,6 +5,7 @@
 //! transaction (`BEGIN IMMEDIATE`, so SQLite's busy handler applies, I5); reads on a reader run
 //! in one deferred transaction so a multi-statement read sees one snapshot.
 
+mod advanced;
 mod basic;
 pub mod schema;
 

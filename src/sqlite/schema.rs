@@ -91,6 +91,8 @@ pub struct Tables {
     pub sessions: Ident,
     pub messages: Ident,
     pub sql: Sql,
+    /// The Advanced statements (structure tables, branches, usage).
+    pub(crate) adv: super::advanced::AdvSql,
 }
 
 /// Statement texts, built once per opener so the per-connection statement cache can key on them.
@@ -174,10 +176,12 @@ impl Tables {
                  VALUES (?1, ?2, COALESCE(?3, CURRENT_TIMESTAMP))"
             ),
         };
+        let adv = super::advanced::AdvSql::new(&s, &m);
         Ok(Tables {
             sessions: s,
             messages: m,
             sql,
+            adv,
         })
     }
 }
