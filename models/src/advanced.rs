@@ -726,6 +726,29 @@ impl Model {
             .collect()
     }
 
+    /// Every `message_structure` row, in id order.
+    pub fn all_structure_rows(&self) -> Vec<StructureRow> {
+        self.adv.rows.clone()
+    }
+
+    /// Every message row as `(id, session_id, message_data)`, in id order. The model keeps
+    /// `serde_json`'s text of an item (not Python's bytes): compare parsed values.
+    pub fn message_rows(&self) -> Vec<(i64, String, String)> {
+        self.messages
+            .iter()
+            .map(|m| (m.id, m.session.clone(), m.data.clone()))
+            .collect()
+    }
+
+    /// Every usage row as `(session, branch, turn, usage)`, sorted by that key.
+    pub fn usage_rows(&self) -> Vec<(String, String, i64, Usage)> {
+        self.adv
+            .usage
+            .iter()
+            .map(|((s, b, t), u)| (s.clone(), b.clone(), *t, u.clone()))
+            .collect()
+    }
+
     /// The reserved branch ids of a session, sorted.
     pub fn reserved_branches(&self, session: &str) -> Vec<String> {
         self.adv
