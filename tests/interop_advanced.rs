@@ -382,9 +382,14 @@ const CONV_BRANCHES: [Option<&str>; 5] = [
     Some("empty"),
 ];
 
+/// A value's text (key order included).
+fn text(v: &Value) -> String {
+    serde_json::to_string(v).expect("serialisable")
+}
+
 /// Order-sensitive comparison through the values' text, with the first differing path named.
 fn assert_same(what: &str, got: &Value, want: &Value) {
-    if got.to_string() == want.to_string() {
+    if text(got) == text(want) {
         return;
     }
     fn first_diff(path: String, a: &Value, b: &Value) -> String {
@@ -396,7 +401,7 @@ fn assert_same(what: &str, got: &Value, want: &Value) {
                     return format!("{path}: keys {kx:?} vs {ky:?}");
                 }
                 for (k, v) in x {
-                    if v.to_string() != y[k].to_string() {
+                    if text(v) != text(&y[k]) {
                         return first_diff(format!("{path}.{k}"), v, &y[k]);
                     }
                 }
@@ -404,7 +409,7 @@ fn assert_same(what: &str, got: &Value, want: &Value) {
             }
             (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
                 for (i, (v, w)) in x.iter().zip(y).enumerate() {
-                    if v.to_string() != w.to_string() {
+                    if text(v) != text(w) {
                         return first_diff(format!("{path}[{i}]"), v, w);
                     }
                 }
