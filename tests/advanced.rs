@@ -657,13 +657,7 @@ fn clear_resets_numbering_and_pointer_and_keeps_reservations() {
     assert!(t.record("h", "s", usage(1, 3), None));
     t.add("o", "other", vec![user("untouched")]);
     t.adv("h", "s", AdvancedOp::Clear).unwrap();
-    assert_eq!(
-        t.view("h"),
-        HandleView {
-            branch: "main".into(),
-            generation: 1
-        }
-    );
+    assert_eq!(t.view("h"), HandleView::at("main", 1));
     assert!(t.model.structure_rows("s").is_empty());
     assert_eq!(t.model.reserved_branches("s"), vec!["b1", "main"]);
     assert_eq!(t.items("o", "other", None), vec![user("untouched")]);
@@ -677,7 +671,7 @@ fn clear_resets_numbering_and_pointer_and_keeps_reservations() {
         Err(Error::BranchIdUsed(_))
     ));
     t.adv("h", "s", AdvancedOp::Clear).unwrap();
-    assert_eq!(t.view("h").generation, 2);
+    assert_eq!(t.view("h").generation, Some(2));
     assert_eq!(t.model.generation_row("s"), Some(2));
     // After a clear main has no rows: switching to it fails, but the pointer is main anyway.
     assert!(matches!(
@@ -696,21 +690,15 @@ fn a_clear_by_another_handle_sends_this_handles_next_write_to_main() {
     t.adv("b", "s", AdvancedOp::Clear).unwrap();
     assert_eq!(t.view("a").branch, "alt", "a has not looked yet");
     t.add("a", "s", vec![user("after the clear")]);
-    assert_eq!(
-        t.view("a"),
-        HandleView {
-            branch: "main".into(),
-            generation: 1
-        }
-    );
+    assert_eq!(t.view("a"), HandleView::at("main", 1));
     assert_eq!(numbering(&t, "s", "main"), vec![n("user", 1, 1)]);
     assert!(numbering(&t, "s", "alt").is_empty());
     // A default-branch read also adopts the new generation; an explicit-branch read does not.
     t.adv("c", "s", AdvancedOp::Clear).unwrap();
     t.items("a", "s", Some("main"));
-    assert_eq!(t.view("a").generation, 1);
+    assert_eq!(t.view("a").generation, Some(1));
     t.items("a", "s", None);
-    assert_eq!(t.view("a").generation, 2);
+    assert_eq!(t.view("a").generation, Some(2));
     // A record through a handle that missed a clear is skipped.
     t.add("a", "s", vec![user("x")]);
     t.adv("b", "s", AdvancedOp::Clear).unwrap();
@@ -1268,7 +1256,7 @@ async fn async_api_and_the_session_trait() {
     );
     assert!(a.current_turn().await.unwrap().is_some());
     dynamic.clear_session().await.unwrap();
-    assert_eq!(a.view().generation, 1);
+    assert_eq!(a.view().generation, Some(1));
     store.close();
     assert_eq!(a.add_items(vec![]).await, Err(Error::Closed));
     assert_eq!(a.list_branches().await, Err(Error::Closed));
@@ -1351,4 +1339,218 @@ fn concurrent_handles_keep_structure_consistent() {
             assert_eq!(pair[1].2, pair[0].2 + 1);
         }
     }
+}
+
+#[test]
+fn a_new_handle_adopts_the_generation_it_finds() {
+    let mut t = Twin::new();
+    t.add("old", "s", vec![user("u1")]);
+    t.adv("old", "s", AdvancedOp::Clear).unwrap();
+    t.adv("old", "s", AdvancedOp::Clear).unwrap();
+    // A handle created after the clears is not stale: it records on the turn it finds.
+    t.add("new", "s", vec![user("u1 again")]);
+    assert_eq!(t.view("new"), HandleView::at("main", 2));
+    assert!(t.record("fresh", "s", usage(1, 1), None));
+    assert_eq!(t.view("fresh"), HandleView::at("main", 2));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The command line in Advanced mode
+
+fn cli(db: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_agent-sessions"))
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn ok(o: std::process::Output) -> Vec<Value> {
+    assert!(
+        o.status.success(),
+        "command failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn failed(o: std::process::Output) -> String {
+    assert!(!o.status.success(), "command succeeded: {o:?}");
+    String::from_utf8(o.stderr).unwrap()
+}
+
+#[test]
+fn cli_advanced_mode_branches_turns_tools_and_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("cli.db");
+    // Without structure tables, Advanced commands say how to get them.
+    ok(cli(
+        &db,
+        &["add", "s", r#"{"role": "user", "content": "basic"}"#],
+    ));
+    assert!(failed(cli(&db, &["branches", "s"])).contains("init --advanced"));
+    assert!(failed(cli(&db, &["items", "s", "--branch", "main"])).contains("Advanced mode"));
+    ok(cli(&db, &["init", "--advanced"]));
+    // Now the file is Advanced automatically.
+    ok(cli(
+        &db,
+        &[
+            "add",
+            "s",
+            r#"{"role": "user", "content": "What is the weather?"}"#,
+            r#"{"type": "function_call", "name": "get_weather", "arguments": "{}"}"#,
+            r#"{"role": "assistant", "content": "Sunny."}"#,
+        ],
+    ));
+    ok(cli(
+        &db,
+        &[
+            "add",
+            "s",
+            r#"{"role": "user", "content": "And tomorrow?"}"#,
+        ],
+    ));
+    assert_eq!(
+        ok(cli(&db, &["items", "s"])).len(),
+        4,
+        "the basic row is not shown"
+    );
+    assert_eq!(
+        ok(cli(
+            &db,
+            &[
+                "record-usage",
+                "s",
+                "--requests",
+                "2",
+                "--input-tokens",
+                "10",
+                "--output-tokens",
+                "5",
+                "--total-tokens",
+                "15",
+                "--input-details",
+                r#"{"cached_tokens": 3}"#
+            ]
+        )),
+        vec![json!({"recorded": true})]
+    );
+    assert_eq!(
+        ok(cli(&db, &["usage", "s", "--turn", "2"])),
+        vec![
+            json!({"requests": 2, "input_tokens": 10, "output_tokens": 5, "total_tokens": 15,
+                    "input_tokens_details": {"cached_tokens": 3}, "output_tokens_details": null})
+        ]
+    );
+    assert_eq!(
+        ok(cli(&db, &["usage", "s"])),
+        vec![
+            json!({"requests": 2, "input_tokens": 10, "output_tokens": 5, "total_tokens": 15,
+                    "total_turns": 1})
+        ]
+    );
+    assert_eq!(
+        ok(cli(
+            &db,
+            &["branch", "s", "--from-turn", "2", "--name", "alt"]
+        )),
+        vec![json!({"branch_id": "alt"})]
+    );
+    ok(cli(
+        &db,
+        &[
+            "add",
+            "s",
+            "--branch",
+            "alt",
+            r#"{"role": "user", "content": "Rome?"}"#,
+        ],
+    ));
+    let alt = ok(cli(&db, &["items", "s", "--branch", "alt"]));
+    assert_eq!(alt.len(), 4);
+    assert_eq!(alt[3], json!({"role": "user", "content": "Rome?"}));
+    let branches = ok(cli(&db, &["branches", "s"]));
+    let mut ids: Vec<&str> = branches
+        .iter()
+        .map(|b| b["branch_id"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, vec!["alt", "main"]);
+    assert!(branches
+        .iter()
+        .all(|b| b.get("user_turns").is_some() && b.get("is_current").is_some()));
+    let turns = ok(cli(&db, &["turns", "s", "--branch", "alt"]));
+    assert_eq!(turns[1]["content"], "Rome?");
+    assert_eq!(turns[1]["can_branch"], true);
+    assert_eq!(ok(cli(&db, &["search", "s", "WEATHER"]))[0]["turn"], 1);
+    assert_eq!(
+        ok(cli(&db, &["tools", "s"])),
+        vec![json!({"tool_name": "get_weather", "usage_count": 1, "user_turn_number": 1})]
+    );
+    assert_eq!(
+        ok(cli(&db, &["pop", "s", "--branch", "alt"])),
+        vec![json!({"role": "user", "content": "Rome?"})]
+    );
+    // Errors are clear and change nothing.
+    assert!(failed(cli(
+        &db,
+        &["branch", "s", "--from-turn", "2", "--name", "alt"]
+    ))
+    .contains("already been used"));
+    assert!(failed(cli(&db, &["delete-branch", "s", "main"])).contains("'main'"));
+    assert!(failed(cli(
+        &db,
+        &[
+            "record-usage",
+            "s",
+            "--requests",
+            "1",
+            "--input-tokens",
+            "1",
+            "--output-tokens",
+            "1",
+            "--total-tokens",
+            "2",
+            "--output-details",
+            "[1]"
+        ]
+    ))
+    .contains("JSON object"));
+    ok(cli(&db, &["delete-branch", "s", "alt"]));
+    assert!(failed(cli(&db, &["pop", "s", "--branch", "alt"])).contains("does not exist"));
+    // A basic-mode write is announced.
+    let o = cli(&db, &["--basic", "add", "s", "\"plain\""]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("warning"));
+    // Clear resets everything; a later usage record through a new handle still works.
+    ok(cli(&db, &["clear", "s"]));
+    assert!(ok(cli(&db, &["items", "s"])).is_empty());
+    ok(cli(
+        &db,
+        &["add", "s", r#"{"role": "user", "content": "after"}"#],
+    ));
+    assert_eq!(
+        ok(cli(
+            &db,
+            &[
+                "record-usage",
+                "s",
+                "--requests",
+                "1",
+                "--input-tokens",
+                "1",
+                "--output-tokens",
+                "1",
+                "--total-tokens",
+                "2"
+            ]
+        )),
+        vec![json!({"recorded": true})]
+    );
 }

@@ -28,11 +28,12 @@ use crate::{parse_item, Item, Model, ModelError, Outcome};
 /// The branch every session starts on, and the one a clear returns to.
 pub const MAIN: &str = "main";
 
-/// What a handle believes: its current branch and the last clear generation it has seen.
+/// What a handle believes: its current branch and the last clear generation it has seen
+/// (`None` before its first operation: a new handle adopts whatever generation it finds).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct HandleView {
     pub branch: String,
-    pub generation: i64,
+    pub generation: Option<i64>,
 }
 
 impl Default for HandleView {
@@ -42,26 +43,37 @@ impl Default for HandleView {
 }
 
 impl HandleView {
-    /// A fresh handle: on `main`, generation 0.
+    /// A fresh handle: on `main`, no generation seen yet.
     pub fn main() -> HandleView {
         HandleView {
             branch: MAIN.to_owned(),
-            generation: 0,
+            generation: None,
         }
     }
 
-    /// The view an operation proceeds with once it has read the durable generation: unchanged
-    /// when the handle was up to date, else `main` at the durable generation (someone cleared
-    /// the session since this handle last looked).
-    pub fn refreshed(&self, durable_generation: i64) -> HandleView {
-        if self.generation == durable_generation {
-            self.clone()
-        } else {
-            HandleView {
-                branch: MAIN.to_owned(),
-                generation: durable_generation,
-            }
+    /// A handle on `branch` that has seen `generation`.
+    pub fn at(branch: &str, generation: i64) -> HandleView {
+        HandleView {
+            branch: branch.to_owned(),
+            generation: Some(generation),
         }
+    }
+
+    /// Whether the session was cleared since this handle last looked (a fresh handle never is).
+    pub fn is_stale(&self, durable_generation: i64) -> bool {
+        self.generation.is_some_and(|g| g != durable_generation)
+    }
+
+    /// The view an operation proceeds with once it has read the durable generation: the same
+    /// branch when the handle was up to date (or fresh), else `main` (someone cleared the
+    /// session since this handle last looked) — at the durable generation either way.
+    pub fn refreshed(&self, durable_generation: i64) -> HandleView {
+        let branch = if self.is_stale(durable_generation) {
+            MAIN
+        } else {
+            &self.branch
+        };
+        HandleView::at(branch, durable_generation)
     }
 
     /// Fold into the handle's state the view an operation reported (`reported`), given the view
@@ -826,10 +838,7 @@ impl Model {
                 self.adv.usage.retain(|(us, _, _), _| us != s);
                 let g = self.adv.generations.entry(s.to_owned()).or_insert(0);
                 *g += 1;
-                let view = HandleView {
-                    branch: MAIN.into(),
-                    generation: *g,
-                };
+                let view = HandleView::at(MAIN, *g);
                 (view, AdvancedAnswer::Done)
             }
             AdvancedOp::CreateBranchFromTurn {
@@ -866,10 +875,7 @@ impl Model {
                 if self.branch_rows(s, branch).is_empty() {
                     return Err(errors::branch_not_found(s, branch));
                 }
-                let view = HandleView {
-                    branch: branch.clone(),
-                    generation: self.durable_generation(s),
-                };
+                let view = HandleView::at(branch, self.durable_generation(s));
                 (view, AdvancedAnswer::Done)
             }
             AdvancedOp::DeleteBranch { branch, force } => {
@@ -969,7 +975,7 @@ impl Model {
                 let refreshed = view.refreshed(durable);
                 let target = match anchor {
                     // A clear the handle had not seen invalidates usage of the old history.
-                    None if view.generation != durable => None,
+                    None if view.is_stale(durable) => None,
                     None => self.current_anchor(s, &view.branch),
                     Some(a) => self
                         .adv
@@ -1243,11 +1249,13 @@ impl Model {
                 ..r
             });
         }
-        let view = HandleView {
-            branch: id.clone(),
-            generation: view.generation,
-        };
-        Ok((view, id))
+        Ok((
+            HandleView {
+                branch: id.clone(),
+                ..view
+            },
+            id,
+        ))
     }
 
     /// User turns of a branch with their content, by branch turn number.
@@ -1372,15 +1380,9 @@ mod tests {
 
     #[test]
     fn merge_is_monotonic_and_ignores_stale_reports() {
-        let main0 = HandleView::main();
-        let x0 = HandleView {
-            branch: "x".into(),
-            generation: 0,
-        };
-        let main1 = HandleView {
-            branch: MAIN.into(),
-            generation: 1,
-        };
+        let main0 = HandleView::at(MAIN, 0);
+        let x0 = HandleView::at("x", 0);
+        let main1 = HandleView::at(MAIN, 1);
         // A switch at the same generation moves the pointer.
         let mut h = main0.clone();
         h.merge(&main0, &x0);

@@ -1,13 +1,22 @@
 //! The `agent-sessions` command line: every command is one or more operations of the shared
 //! vocabulary (`Op`) run on a store; machine output is JSON lines on stdout, errors go to stderr
 //! with a non-zero exit status. Input is validated completely before anything is written.
+//!
+//! Mode: Advanced (structure rows, branches, usage — the Python SDK's `AdvancedSQLiteSession`)
+//! when the file's structure tables belong to the configured table pair, or with `--advanced`
+//! (which creates and claims them); basic otherwise, or with `--basic`. A basic-mode write into
+//! a file with Advanced structure is announced on stderr first, since Advanced sessions never
+//! show such rows and delete them as orphans.
 
 use std::io::{self, BufRead, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use agent_sessions::{Error, Item, Op, Outcome, SessionDump, Store};
-use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use agent_sessions::{
+    BlockingAdvancedSession, ConversationTurn, Error, Item, Op, Outcome, SessionDump, Store,
+    StructureStatus, Usage,
+};
+use clap::{ArgGroup, CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde_json::{json, Value};
 use session_model::RawMessage;
 
@@ -34,27 +43,128 @@ struct Cli {
     /// Messages table name (plain or double-quoted identifier).
     #[arg(long, global = true, default_value = "agent_messages")]
     messages_table: String,
+    /// Basic mode (messages only), even when the file has Advanced structure tables.
+    #[arg(long, global = true, conflicts_with = "advanced")]
+    basic: bool,
+    /// Advanced mode: create the structure tables and claim them for the table pair if needed
+    /// (`init --advanced` does only that).
+    #[arg(long, global = true)]
+    advanced: bool,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create the tables (idempotent).
+    /// Create the tables (idempotent); with --advanced also the structure tables.
     Init,
     /// Append items: JSON arguments, else one JSON item per line on stdin. All or nothing.
-    Add { session: String, items: Vec<String> },
+    Add {
+        session: String,
+        items: Vec<String>,
+        /// Advanced: switch to this branch first.
+        #[arg(long)]
+        branch: Option<String>,
+    },
     /// Print items as JSON lines, oldest first.
     Items {
         session: String,
         /// Newest N items (0: none; negative: all).
         #[arg(long, allow_negative_numbers = true)]
         limit: Option<i64>,
+        /// Advanced: the items of this branch (default: main).
+        #[arg(long)]
+        branch: Option<String>,
     },
     /// Remove the newest item and print it (nothing if the session is empty).
-    Pop { session: String },
-    /// Delete a session and its items.
+    Pop {
+        session: String,
+        /// Advanced: switch to this branch first.
+        #[arg(long)]
+        branch: Option<String>,
+    },
+    /// Delete a session and its items (Advanced: also its structure and usage).
     Clear { session: String },
+    /// Advanced: one JSON line per branch with rows: branch_id, message_count, user_turns,
+    /// is_current, created_at.
+    Branches { session: String },
+    /// Advanced: create a branch from a user turn (the turns before it are copied) and print
+    /// {"branch_id": ...}.
+    #[command(group(ArgGroup::new("from").required(true).args(["from_turn", "from_content"])))]
+    Branch {
+        session: String,
+        /// The branch turn number to branch from.
+        #[arg(long, allow_negative_numbers = true)]
+        from_turn: Option<i64>,
+        /// Branch from the first user turn containing this text.
+        #[arg(long)]
+        from_content: Option<String>,
+        /// The new branch's id (never used before in the session); generated when absent.
+        #[arg(long)]
+        name: Option<String>,
+        /// The branch to branch from (default: main).
+        #[arg(long)]
+        branch: Option<String>,
+    },
+    /// Advanced: delete a branch (its structure, usage and unshared messages).
+    DeleteBranch {
+        session: String,
+        id: String,
+        /// Allow deleting the current branch.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Advanced: user turns as JSON lines: turn, content (cut at 100 chars), full_content,
+    /// timestamp, can_branch.
+    Turns {
+        session: String,
+        #[arg(long)]
+        branch: Option<String>,
+    },
+    /// Advanced: user turns containing TERM (ASCII case-insensitive), as `turns` prints them.
+    Search {
+        session: String,
+        term: String,
+        #[arg(long)]
+        branch: Option<String>,
+    },
+    /// Advanced: tool calls per tool and turn: tool_name, usage_count, user_turn_number.
+    Tools {
+        session: String,
+        #[arg(long)]
+        branch: Option<String>,
+    },
+    /// Advanced: usage totals (of --branch, else of every branch), or one turn's usage with
+    /// --turn (of --branch, else main); nothing when there is none.
+    Usage {
+        session: String,
+        #[arg(long)]
+        branch: Option<String>,
+        #[arg(long, allow_negative_numbers = true)]
+        turn: Option<i64>,
+    },
+    /// Advanced: record a run's usage on the newest turn of the branch (replacing an earlier
+    /// record of that turn); prints {"recorded": true|false}.
+    RecordUsage {
+        session: String,
+        /// Switch to this branch first.
+        #[arg(long)]
+        branch: Option<String>,
+        #[arg(long)]
+        requests: i64,
+        #[arg(long)]
+        input_tokens: i64,
+        #[arg(long)]
+        output_tokens: i64,
+        #[arg(long)]
+        total_tokens: i64,
+        /// A JSON object, e.g. '{"cached_tokens": 10}'.
+        #[arg(long)]
+        input_details: Option<String>,
+        /// A JSON object, e.g. '{"reasoning_tokens": 7}'.
+        #[arg(long)]
+        output_details: Option<String>,
+    },
     /// One JSON line per session: id, item count, created/updated.
     Sessions,
     /// Dump sessions (all when none named) as JSON lines, rows exactly as stored.
@@ -90,7 +200,92 @@ fn open(cli: &Cli) -> agent_sessions::Result<Store> {
     Store::builder(&cli.db)
         .sessions_table(&cli.sessions_table)
         .messages_table(&cli.messages_table)
+        .create_structure_tables(cli.advanced)
         .open()
+}
+
+/// How this invocation treats the file.
+struct Mode {
+    /// Run session commands as Advanced sessions.
+    advanced: bool,
+    /// The file's structure tables belong to the configured pair.
+    owned: bool,
+}
+
+impl Mode {
+    fn of(cli: &Cli, store: &Store) -> agent_sessions::Result<Mode> {
+        let owned = cli.advanced || store.structure_status()? == StructureStatus::Owned;
+        Ok(Mode {
+            advanced: owned && !cli.basic,
+            owned,
+        })
+    }
+
+    /// Refuse an Advanced-only command in basic mode, saying what to do.
+    fn require_advanced(&self, cli: &Cli, what: &str) -> CliResult<()> {
+        if self.advanced {
+            return Ok(());
+        }
+        let why = if cli.basic {
+            format!("`{what}` needs Advanced mode; drop --basic")
+        } else {
+            format!(
+                "`{what}` needs Advanced mode, but {} has no structure tables owned by {}/{}; run \
+                 `agent-sessions init --advanced` (or pass --advanced) to create and claim them",
+                cli.db.display(),
+                cli.sessions_table,
+                cli.messages_table
+            )
+        };
+        Err(Error::InvalidArgument(why).into())
+    }
+
+    /// Announce a basic-mode write into a file whose structure tables are ours.
+    fn warn_basic_write(&self, cli: &Cli, what: &str) {
+        if self.owned {
+            eprintln!(
+                "agent-sessions: warning: {} has Advanced structure tables, but `{what}` writes \
+                 in basic mode: its rows change only the messages table, stay invisible to \
+                 Advanced sessions and are deleted by their orphan cleanup (pop, delete-branch){}",
+                cli.db.display(),
+                if cli.basic {
+                    "; drop --basic to write in Advanced mode"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+}
+
+/// An Advanced handle on `session`, switched to `branch` first when one is given.
+fn advanced(
+    store: &Store,
+    session: &str,
+    branch: Option<&str>,
+) -> agent_sessions::Result<BlockingAdvancedSession> {
+    let a = store.advanced_session(session)?.blocking();
+    if let Some(b) = branch {
+        a.switch_to_branch(b)?;
+    }
+    Ok(a)
+}
+
+fn turn_json(t: &ConversationTurn) -> Value {
+    json!({"turn": t.turn, "content": t.content, "full_content": t.full_content,
+           "timestamp": t.timestamp, "can_branch": t.can_branch})
+}
+
+fn parse_details(text: &Option<String>, what: &str) -> CliResult<Option<Value>> {
+    let Some(text) = text else { return Ok(None) };
+    let v = parse_json(text, what)?;
+    if !v.is_object() {
+        return Err(Error::InvalidArgument(format!(
+            "{what} must be a JSON object such as {{\"cached_tokens\": 10}}; nothing was written"
+        ))
+        .into());
+    }
+    Ok(Some(v))
 }
 
 fn run(cli: Cli, db_given: bool) -> CliResult<ExitCode> {
@@ -104,11 +299,29 @@ fn run(cli: Cli, db_given: bool) -> CliResult<ExitCode> {
         );
     }
     let store = open(&cli)?;
+    let mode = Mode::of(&cli, &store)?;
     let out = io::stdout();
     let mut out = BufWriter::new(out.lock());
+    // Branch arguments only mean something to Advanced sessions.
+    if let Command::Add {
+        branch: Some(_), ..
+    }
+    | Command::Items {
+        branch: Some(_), ..
+    }
+    | Command::Pop {
+        branch: Some(_), ..
+    } = &cli.command
+    {
+        mode.require_advanced(&cli, "--branch")?;
+    }
     match &cli.command {
         Command::Init => {}
-        Command::Add { session, items } => {
+        Command::Add {
+            session,
+            items,
+            branch,
+        } => {
             let items = if items.is_empty() {
                 read_items(io::stdin().lock())?
             } else {
@@ -118,32 +331,173 @@ fn run(cli: Cli, db_given: bool) -> CliResult<ExitCode> {
                     .map(|(i, s)| parse_json(s, &format!("argument {}", i + 1)))
                     .collect::<CliResult<Vec<Item>>>()?
             };
-            store.execute_blocking(Op::AddItems {
-                session: session.clone(),
-                items,
-            })?;
-        }
-        Command::Items { session, limit } => {
-            if let Outcome::Items(items) = store.execute_blocking(Op::GetItems {
-                session: session.clone(),
-                limit: *limit,
-            })? {
-                for item in items {
-                    writeln!(out, "{item}")?;
-                }
+            if mode.advanced {
+                advanced(&store, session, branch.as_deref())?.add_items(items)?;
+            } else {
+                mode.warn_basic_write(&cli, "add");
+                store.execute_blocking(Op::AddItems {
+                    session: session.clone(),
+                    items,
+                })?;
             }
         }
-        Command::Pop { session } => {
-            if let Outcome::Popped(Some(item)) = store.execute_blocking(Op::PopItem {
-                session: session.clone(),
-            })? {
+        Command::Items {
+            session,
+            limit,
+            branch,
+        } => {
+            let items = if mode.advanced {
+                advanced(&store, session, None)?.get_branch_items(branch.as_deref(), *limit)?
+            } else {
+                match store.execute_blocking(Op::GetItems {
+                    session: session.clone(),
+                    limit: *limit,
+                })? {
+                    Outcome::Items(items) => items,
+                    _ => Vec::new(),
+                }
+            };
+            for item in items {
+                writeln!(out, "{item}")?;
+            }
+        }
+        Command::Pop { session, branch } => {
+            let popped = if mode.advanced {
+                advanced(&store, session, branch.as_deref())?.pop_item()?
+            } else {
+                mode.warn_basic_write(&cli, "pop");
+                match store.execute_blocking(Op::PopItem {
+                    session: session.clone(),
+                })? {
+                    Outcome::Popped(item) => item,
+                    _ => None,
+                }
+            };
+            if let Some(item) = popped {
                 writeln!(out, "{item}")?;
             }
         }
         Command::Clear { session } => {
-            store.execute_blocking(Op::ClearSession {
-                session: session.clone(),
-            })?;
+            if mode.advanced {
+                advanced(&store, session, None)?.clear_session()?;
+            } else {
+                mode.warn_basic_write(&cli, "clear");
+                store.execute_blocking(Op::ClearSession {
+                    session: session.clone(),
+                })?;
+            }
+        }
+        Command::Branches { session } => {
+            mode.require_advanced(&cli, "branches")?;
+            for b in advanced(&store, session, None)?.list_branches()? {
+                let line = json!({"branch_id": b.branch_id, "message_count": b.message_count,
+                                  "user_turns": b.user_turns, "is_current": b.is_current,
+                                  "created_at": b.created_at});
+                writeln!(out, "{line}")?;
+            }
+        }
+        Command::Branch {
+            session,
+            from_turn,
+            from_content,
+            name,
+            branch,
+        } => {
+            mode.require_advanced(&cli, "branch")?;
+            let a = advanced(&store, session, branch.as_deref())?;
+            let id = match (from_turn, from_content) {
+                (Some(turn), _) => a.create_branch_from_turn(*turn, name.as_deref())?,
+                (None, Some(term)) => a.create_branch_from_content(term, name.as_deref())?,
+                (None, None) => unreachable!("clap requires --from-turn or --from-content"),
+            };
+            writeln!(out, "{}", json!({"branch_id": id}))?;
+        }
+        Command::DeleteBranch { session, id, force } => {
+            mode.require_advanced(&cli, "delete-branch")?;
+            advanced(&store, session, None)?.delete_branch(id, *force)?;
+        }
+        Command::Turns { session, branch } => {
+            mode.require_advanced(&cli, "turns")?;
+            for t in advanced(&store, session, None)?.get_conversation_turns(branch.as_deref())? {
+                writeln!(out, "{}", turn_json(&t))?;
+            }
+        }
+        Command::Search {
+            session,
+            term,
+            branch,
+        } => {
+            mode.require_advanced(&cli, "search")?;
+            let a = advanced(&store, session, None)?;
+            for t in a.find_turns_by_content(term, branch.as_deref())? {
+                writeln!(out, "{}", turn_json(&t))?;
+            }
+        }
+        Command::Tools { session, branch } => {
+            mode.require_advanced(&cli, "tools")?;
+            for t in advanced(&store, session, None)?.get_tool_usage(branch.as_deref())? {
+                let line = json!({"tool_name": t.tool_name, "usage_count": t.usage_count,
+                                  "user_turn_number": t.user_turn_number});
+                writeln!(out, "{line}")?;
+            }
+        }
+        Command::Usage {
+            session,
+            branch,
+            turn,
+        } => {
+            mode.require_advanced(&cli, "usage")?;
+            let a = advanced(&store, session, None)?;
+            match turn {
+                None => {
+                    if let Some(t) = a.get_session_usage(branch.as_deref())? {
+                        let line = json!({"requests": t.requests, "input_tokens": t.input_tokens,
+                                          "output_tokens": t.output_tokens,
+                                          "total_tokens": t.total_tokens,
+                                          "total_turns": t.total_turns});
+                        writeln!(out, "{line}")?;
+                    }
+                }
+                Some(n) => {
+                    if let Some(t) = a.get_turn_usage(Some(*n), branch.as_deref())?.first() {
+                        let u = &t.usage;
+                        let line = json!({"requests": u.requests, "input_tokens": u.input_tokens,
+                                          "output_tokens": u.output_tokens,
+                                          "total_tokens": u.total_tokens,
+                                          "input_tokens_details": u.input_tokens_details,
+                                          "output_tokens_details": u.output_tokens_details});
+                        writeln!(out, "{line}")?;
+                    }
+                }
+            }
+        }
+        Command::RecordUsage {
+            session,
+            branch,
+            requests,
+            input_tokens,
+            output_tokens,
+            total_tokens,
+            input_details,
+            output_details,
+        } => {
+            mode.require_advanced(&cli, "record-usage")?;
+            let usage = Usage {
+                requests: *requests,
+                input_tokens: *input_tokens,
+                output_tokens: *output_tokens,
+                total_tokens: *total_tokens,
+                input_tokens_details: parse_details(input_details, "--input-details")?,
+                output_tokens_details: parse_details(output_details, "--output-details")?,
+            };
+            let recorded = advanced(&store, session, branch.as_deref())?.record_usage(usage)?;
+            if !recorded {
+                eprintln!(
+                    "agent-sessions: nothing recorded: the branch of session '{session}' has no \
+                     turn yet"
+                );
+            }
+            writeln!(out, "{}", json!({ "recorded": recorded }))?;
         }
         Command::Sessions => {
             for s in store.list_sessions_blocking()? {
@@ -178,6 +532,7 @@ fn run(cli: Cli, db_given: bool) -> CliResult<ExitCode> {
                 let where_ = format!("stdin line {}", n + 1);
                 dumps.push(dump_from_json(&parse_json(&line, &where_)?, &where_)?);
             }
+            mode.warn_basic_write(&cli, "import");
             for d in dumps {
                 store.execute_blocking(Op::Import(d))?;
             }

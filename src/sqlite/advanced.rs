@@ -451,10 +451,7 @@ impl Run<'_> {
                 self.exec(STRUCT_CLEAR, params![s])?;
                 self.exec(USAGE_CLEAR, params![s])?;
                 self.exec(GEN_BUMP, params![s])?;
-                let view = HandleView {
-                    generation: self.generation()?,
-                    ..HandleView::main()
-                };
+                let view = HandleView::at(session_model::advanced::MAIN, self.generation()?);
                 Ok((view, AdvancedAnswer::Done))
             }
             AdvancedOp::CreateBranchFromTurn {
@@ -490,10 +487,7 @@ impl Run<'_> {
                 if self.count(BRANCH_COUNT, params![s, branch])? == 0 {
                     return Err(model_err(errors::branch_not_found(s, branch)));
                 }
-                let view = HandleView {
-                    branch: branch.clone(),
-                    generation: self.generation()?,
-                };
+                let view = HandleView::at(branch, self.generation()?);
                 Ok((view, AdvancedAnswer::Done))
             }
             AdvancedOp::DeleteBranch { branch, force } => {
@@ -594,7 +588,7 @@ impl Run<'_> {
                 let refreshed = view.refreshed(durable);
                 let target = match anchor {
                     // A clear the handle had not seen invalidates usage of the old history.
-                    None if view.generation != durable => None,
+                    None if view.is_stale(durable) => None,
                     None => self.current_anchor(&view.branch)?,
                     Some(a) => {
                         let alive = self
@@ -895,11 +889,13 @@ impl Run<'_> {
                 ])?;
             }
         }
-        let view = HandleView {
-            branch: id.clone(),
-            generation: view.generation,
-        };
-        Ok((view, id))
+        Ok((
+            HandleView {
+                branch: id.clone(),
+                ..view
+            },
+            id,
+        ))
     }
 
     // -- reads ---------------------------------------------------------------------------------
