@@ -62,11 +62,17 @@ const RES_BACKFILL: &str = "INSERT OR IGNORE INTO branch_reservations (session_i
      SELECT DISTINCT session_id, branch_id FROM message_structure WHERE session_id = ?1";
 const RES_INSERT: &str =
     "INSERT OR IGNORE INTO branch_reservations (session_id, branch_id) VALUES (?1, ?2)";
-const SEQ_MAX: &str =
-    "SELECT COALESCE(MAX(sequence_number), 0) FROM message_structure WHERE session_id = ?1";
-const TURN_MAX: &str = "SELECT COALESCE(MAX(user_turn_number), 0), \
-     COALESCE(MAX(branch_turn_number), 0) FROM message_structure \
-     WHERE session_id = ?1 AND branch_id = ?2";
+// Bare MAX/MIN aggregates over an index prefix, so SQLite answers them with one index probe
+// (Python wraps them in COALESCE and asks for both turn maxima at once, which costs a scan of
+// the session or branch on every write).
+const SEQ_MAX: &str = "SELECT MAX(sequence_number) FROM message_structure WHERE session_id = ?1";
+const TURN_MAX: &str =
+    "SELECT MAX(user_turn_number) FROM message_structure WHERE session_id = ?1 AND branch_id = ?2";
+// `branch_turn_number` has no index. Every writer (Python's and this one) gives a row equal user
+// and branch turn numbers, so the branch's highest branch turn is found among the rows of its
+// highest user turn: a probe of `idx_structure_turn` instead of a scan of the branch.
+const BRANCH_TURN_MAX: &str = "SELECT MAX(branch_turn_number) FROM message_structure \
+     WHERE session_id = ?1 AND branch_id = ?2 AND user_turn_number = ?3";
 const STRUCT_INSERT: &str = "INSERT INTO message_structure (session_id, message_id, branch_id, \
      message_type, sequence_number, user_turn_number, branch_turn_number, tool_name) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
@@ -79,8 +85,6 @@ const USAGE_DELETE_TURN: &str =
     "DELETE FROM turn_usage WHERE session_id = ?1 AND branch_id = ?2 AND user_turn_number = ?3";
 const STRUCT_CLEAR: &str = "DELETE FROM message_structure WHERE session_id = ?1";
 const USAGE_CLEAR: &str = "DELETE FROM turn_usage WHERE session_id = ?1";
-const CURRENT_TURN: &str = "SELECT COALESCE(MAX(user_turn_number), 0) FROM message_structure \
-     WHERE session_id = ?1 AND branch_id = ?2";
 const ANCHOR: &str = "SELECT MIN(id) FROM message_structure \
      WHERE session_id = ?1 AND branch_id = ?2 AND user_turn_number = ?3";
 const USAGE_GUARD: &str = "SELECT 1 FROM message_structure WHERE session_id = ?1 \
@@ -153,14 +157,18 @@ impl AdvSql {
                     "\n            CREATE TABLE IF NOT EXISTS turn_usage (\n                id INTEGER PRIMARY KEY AUTOINCREMENT,\n                session_id TEXT NOT NULL,\n                branch_id TEXT NOT NULL DEFAULT 'main',\n                user_turn_number INTEGER NOT NULL,\n                requests INTEGER DEFAULT 0,\n                input_tokens INTEGER DEFAULT 0,\n                output_tokens INTEGER DEFAULT 0,\n                total_tokens INTEGER DEFAULT 0,\n                input_tokens_details JSON,\n                output_tokens_details JSON,\n                created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,\n                FOREIGN KEY (session_id)\n                    REFERENCES {st}(session_id) ON DELETE CASCADE,\n                UNIQUE(session_id, branch_id, user_turn_number)\n            )\n        "
                 ),
             ],
+            // Python filters on `m.session_id` only; also naming `s.session_id` (the same rows:
+            // a structure row points at a message of its own session) lets SQLite walk
+            // `idx_structure_branch_seq` instead of every session's rows.
             items_all: format!(
                 "SELECT m.message_data FROM {mt} m JOIN message_structure s ON m.id = s.message_id \
-                 WHERE m.session_id = ?1 AND s.branch_id = ?2 ORDER BY s.sequence_number ASC"
+                 WHERE m.session_id = ?1 AND s.session_id = ?1 AND s.branch_id = ?2 \
+                 ORDER BY s.sequence_number ASC"
             ),
             items_newest: format!(
                 "SELECT m.message_data FROM {mt} m JOIN message_structure s ON m.id = s.message_id \
-                 WHERE m.session_id = ?1 AND s.branch_id = ?2 ORDER BY s.sequence_number DESC \
-                 LIMIT ?3"
+                 WHERE m.session_id = ?1 AND s.session_id = ?1 AND s.branch_id = ?2 \
+                 ORDER BY s.sequence_number DESC LIMIT ?3"
             ),
             message_by_id: format!("SELECT message_data FROM {mt} WHERE id = ?1"),
             orphans: format!(
@@ -671,6 +679,14 @@ impl Run<'_> {
         Ok(self.conn.prepare_cached(sql)?.query_row(p, |r| r.get(0))?)
     }
 
+    /// A one-value aggregate (`MAX`/`MIN`): `None` over no rows.
+    fn max(&self, sql: &str, p: impl rusqlite::Params) -> Result<Option<i64>> {
+        Ok(self
+            .conn
+            .prepare_cached(sql)?
+            .query_row(p, |r| Ok(int_of(r.get_ref(0)?)))?)
+    }
+
     // -- generations and reservations ----------------------------------------------------------
 
     /// Create the generations table if needed (older files lack it) and this session's row.
@@ -754,16 +770,15 @@ impl Run<'_> {
             }
         }
         self.exec(&sql.touch_session, params![s])?;
-        let seq0 = self.count(SEQ_MAX, params![s])?;
-        let (t0, b0): (i64, i64) =
-            self.conn
-                .prepare_cached(TURN_MAX)?
-                .query_row(params![s, branch], |r| {
-                    Ok((
-                        int_of(r.get_ref(0)?).unwrap_or(0),
-                        int_of(r.get_ref(1)?).unwrap_or(0),
-                    ))
-                })?;
+        let seq0 = self.max(SEQ_MAX, params![s])?.unwrap_or(0);
+        let (t0, b0) = match self.max(TURN_MAX, params![s, branch])? {
+            None => (0, 0),
+            Some(t) => (
+                t,
+                self.max(BRANCH_TURN_MAX, params![s, branch, t])?
+                    .unwrap_or(0),
+            ),
+        };
         let mut insert = self.conn.prepare_cached(STRUCT_INSERT)?;
         let mut users = 0;
         for (i, (message_id, message_type, tool, user)) in rows.into_iter().enumerate() {
@@ -872,7 +887,7 @@ impl Run<'_> {
             rows.collect::<rusqlite::Result<_>>()?
         };
         if !copies.is_empty() {
-            let seq0 = self.count(SEQ_MAX, params![s])?;
+            let seq0 = self.max(SEQ_MAX, params![s])?.unwrap_or(0);
             let mut insert = self.conn.prepare_cached(STRUCT_INSERT)?;
             for (i, (message_id, message_type, user_turn, branch_turn, tool)) in
                 copies.into_iter().enumerate()
@@ -943,7 +958,7 @@ impl Run<'_> {
     }
 
     fn current_anchor(&self, branch: &str) -> Result<Option<TurnAnchor>> {
-        let turn = self.count(CURRENT_TURN, params![self.s, branch])?;
+        let turn = self.max(TURN_MAX, params![self.s, branch])?.unwrap_or(0);
         let first: Option<i64> = self
             .conn
             .prepare_cached(ANCHOR)?
