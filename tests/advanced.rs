@@ -23,6 +23,8 @@ struct Twin {
     model: Model,
     /// Handle name → (its session, its state). A handle belongs to one session.
     handles: BTreeMap<String, (String, HandleView)>,
+    /// The last operation run, named when the rows differ.
+    last_op: String,
 }
 
 impl Twin {
@@ -41,6 +43,7 @@ impl Twin {
             store,
             model,
             handles: BTreeMap::new(),
+            last_op: "open".into(),
         };
         twin.assert_same_rows();
         twin
@@ -56,6 +59,7 @@ impl Twin {
             strip(&want),
             "store and model differ on {op:?}"
         );
+        self.last_op = format!("{op:?} -> {got:?}");
         self.assert_same_rows();
         got
     }
@@ -192,7 +196,8 @@ impl Twin {
         assert_eq!(
             structure_rows(&db),
             self.model.all_structure_rows(),
-            "message_structure"
+            "message_structure after {}",
+            self.last_op
         );
         let messages: Vec<(i64, String, Value)> = db
             .prepare("SELECT id, session_id, message_data FROM agent_messages ORDER BY id")
@@ -1553,4 +1558,188 @@ fn cli_advanced_mode_branches_turns_tools_and_usage() {
         )),
         vec![json!({"recorded": true})]
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Random operation sequences (a small, dependency-free differential test; the proptests crate
+// runs larger ones): every outcome and every row must match the model after every operation.
+
+/// xorshift64*: deterministic, seedable.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn pick<'a, T>(&mut self, from: &'a [T]) -> &'a T {
+        &from[self.below(from.len())]
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+}
+
+fn random_item(rng: &mut Rng) -> Value {
+    let pool = [
+        user("hello weather"),
+        user("Café ROME 😀"),
+        json!({"role": "user", "content": [{"type": "input_text", "text": "parts WEATHER"}]}),
+        json!({"role": "user", "content": null}),
+        asst("sunny"),
+        json!({"type": "function_call", "name": "get_weather", "arguments": "{}"}),
+        json!({"type": "function_call_output", "output": "ok"}),
+        json!({"type": "mcp_call", "server_label": "cal", "name": "list"}),
+        json!({"type": "tool_search_call"}),
+        json!({"type": "tool_search_output"}),
+        json!({"type": "shell_call"}),
+        json!({"type": "reasoning"}),
+        json!("bare"),
+        json!([1, {"n": 1.5}]),
+    ];
+    rng.pick(&pool).clone()
+}
+
+fn random_op(rng: &mut Rng, anchors: &[TurnAnchor]) -> AdvancedOp {
+    let branches = ["main", "b1", "b2", "b3"];
+    let branch = |rng: &mut Rng| -> Option<String> {
+        rng.chance(40).then(|| rng.pick(&branches).to_string())
+    };
+    let name = |rng: &mut Rng| -> Option<String> {
+        rng.chance(70).then(|| rng.pick(&branches).to_string())
+    };
+    let terms = ["weather", "ROME", "é", "", "zzz", "parts"];
+    match rng.below(19) {
+        0..=3 => AdvancedOp::AddItems {
+            items: (0..rng.below(4)).map(|_| random_item(rng)).collect(),
+        },
+        4 => AdvancedOp::PlantRaw {
+            data: "{corrupt".into(),
+        },
+        5 => AdvancedOp::GetItems {
+            limit: *rng.pick(&[None, Some(0), Some(1), Some(3), Some(-1)]),
+            branch: branch(rng),
+        },
+        6 | 7 => AdvancedOp::PopItem,
+        8 => {
+            if rng.chance(30) {
+                AdvancedOp::Clear
+            } else {
+                AdvancedOp::ListBranches
+            }
+        }
+        9 | 10 => AdvancedOp::CreateBranchFromTurn {
+            turn: rng.below(5) as i64,
+            name: name(rng),
+            now_unix: 1_700_000_000 + rng.below(2) as i64,
+        },
+        11 => AdvancedOp::CreateBranchFromContent {
+            term: rng.pick(&terms).to_string(),
+            name: name(rng),
+            now_unix: 1_700_000_000,
+        },
+        12 => AdvancedOp::SwitchToBranch {
+            branch: rng.pick(&branches).to_string(),
+        },
+        13 => AdvancedOp::DeleteBranch {
+            branch: rng.pick(&branches).to_string(),
+            force: rng.chance(50),
+        },
+        14 => match rng.below(4) {
+            0 => AdvancedOp::ConversationTurns {
+                branch: branch(rng),
+            },
+            1 => AdvancedOp::FindTurns {
+                term: rng.pick(&terms).to_string(),
+                branch: branch(rng),
+            },
+            2 => AdvancedOp::ConversationByTurns {
+                branch: branch(rng),
+            },
+            _ => AdvancedOp::ToolUsage {
+                branch: branch(rng),
+            },
+        },
+        15 => AdvancedOp::CurrentTurn,
+        16 | 17 => AdvancedOp::RecordUsage {
+            usage: usage(rng.below(5) as i64, 10 + rng.below(90) as i64),
+            anchor: if anchors.is_empty() || rng.chance(50) {
+                None
+            } else {
+                Some(rng.pick(anchors).clone())
+            },
+        },
+        _ => match rng.below(2) {
+            0 => AdvancedOp::SessionUsage {
+                branch: branch(rng),
+            },
+            _ => AdvancedOp::TurnUsage {
+                turn: rng.chance(50).then(|| rng.below(4) as i64),
+                branch: branch(rng),
+            },
+        },
+    }
+}
+
+#[test]
+fn random_sequences_match_the_model_row_for_row() {
+    for seed in 1..=20u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let mut t = Twin::new();
+        let mut anchors: Vec<TurnAnchor> = Vec::new();
+        for _ in 0..150 {
+            let session = *rng.pick(&["s", "t"]);
+            if rng.chance(4) {
+                // Another program's basic-session write on the same ids (mixing, SPEC §5.3).
+                let op = match rng.below(3) {
+                    0 => Op::AddItems {
+                        session: session.into(),
+                        items: vec![json!("basic")],
+                    },
+                    1 => Op::PopItem {
+                        session: session.into(),
+                    },
+                    _ => Op::ClearSession {
+                        session: session.into(),
+                    },
+                };
+                let _ = t.run(op);
+                continue;
+            }
+            let handle = format!("{}{session}", rng.pick(&["h", "k"]));
+            let op = random_op(&mut rng, &anchors);
+            if let Ok(AdvancedAnswer::Anchor(Some(a))) = t.adv(&handle, session, op) {
+                anchors.push(a);
+            }
+        }
+    }
+}
+
+/// Foreign keys stay off, as in Python: the schema's `ON DELETE CASCADE`s never fire (the
+/// bundled SQLite would enable them by default).
+#[test]
+fn foreign_keys_are_off_as_in_python() {
+    let mut t = Twin::new();
+    t.add("h", "s", vec![user("u1"), asst("a1")]);
+    // A basic pop deletes the message only; its structure row stays (dangling), as in Python.
+    t.run(Op::PopItem {
+        session: "s".into(),
+    })
+    .unwrap();
+    assert_eq!(t.model.structure_rows("s").len(), 2);
+    // A basic clear leaves structure rows too; Advanced reads skip rows without a message.
+    t.run(Op::ClearSession {
+        session: "s".into(),
+    })
+    .unwrap();
+    assert_eq!(t.model.structure_rows("s").len(), 2);
+    assert!(t.items("h", "s", None).is_empty());
+    // Advanced pop claims the dangling rows and finds nothing valid.
+    assert_eq!(t.pop("h", "s"), None);
+    assert!(t.model.structure_rows("s").is_empty());
 }

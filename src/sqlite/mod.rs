@@ -90,6 +90,10 @@ impl SqliteEngine {
         }
         .context(format!("opening {what}"))?;
         conn.busy_timeout(self.options.busy_timeout)?;
+        // Foreign keys stay off, as in Python (SPEC §5.1): the bundled SQLite turns them on by
+        // default, and its `ON DELETE CASCADE`s would then delete structure rows behind a basic
+        // session's pop or clear, which Python never does. Every cascade is an explicit DELETE.
+        conn.pragma_update(None, "foreign_keys", "OFF")?;
         conn.set_prepared_statement_cache_capacity(64);
         if self.path.is_some() {
             if role == Role::Writer {
