@@ -532,3 +532,41 @@ fn python_continues_a_conversation_started_here_and_vice_versa() {
         &whole_reads,
     );
 }
+
+#[test]
+fn a_clear_by_python_sends_a_live_handle_here_back_to_main() {
+    let Some(py) = python("a_clear_by_python_sends_a_live_handle_here_back_to_main") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("clear.db");
+    let store = Store::builder(&db)
+        .create_structure_tables(true)
+        .open()
+        .unwrap();
+    let a = store.advanced_session("x").unwrap().blocking();
+    a.add_items(vec![
+        json!({"role": "user", "content": "u1"}),
+        json!({"role": "assistant", "content": "a1"}),
+        json!({"role": "user", "content": "u2"}),
+    ])
+    .unwrap();
+    assert_eq!(a.create_branch_from_turn(2, Some("alt")).unwrap(), "alt");
+    // Another process clears the session while this handle points at "alt".
+    py.run_steps(&db, &[json!({"session": "x", "op": "clear"})]);
+    a.add_items(vec![json!({"role": "user", "content": "after the clear"})])
+        .unwrap();
+    assert_eq!(a.current_branch_id(), "main");
+    let theirs = py.read(&db, "x", &[None]);
+    assert_eq!(
+        theirs["branches"][0]["items"],
+        json!([{"role": "user", "content": "after the clear"}])
+    );
+    assert_eq!(theirs["list_branches"][0]["branch_id"], "main");
+    // The id "alt" stays reserved across the clear, for both SDKs.
+    assert!(matches!(
+        a.create_branch_from_turn(1, Some("alt")),
+        Err(agent_sessions::Error::BranchIdUsed(_))
+    ));
+    store.close();
+}
