@@ -354,6 +354,25 @@ impl AdvancedSqliteSession {
     /// The current turn incarnation of the current branch (`None` before its first row). Pass
     /// it to [`AdvancedSqliteSession::record_usage_for`] to record a run's usage later without
     /// ever landing on a turn that was popped (or popped and re-created) meanwhile.
+    ///
+    /// ```
+    /// # fn main() -> agent_sessions::Result<()> {
+    /// use agent_sessions::{Store, Usage};
+    /// use serde_json::json;
+    ///
+    /// let store = Store::builder(":memory:").create_structure_tables(true).open()?;
+    /// let a = store.advanced_session("s")?.blocking();
+    /// a.add_items(vec![json!({"role": "user", "content": "one"})])?;
+    /// a.add_items(vec![json!({"role": "user", "content": "two"})])?;
+    /// let turn = a.current_turn()?.expect("turn 2");
+    /// // Turn 2 is popped and re-created before the run's usage arrives: the usage is dropped
+    /// // rather than credited to the new turn 2.
+    /// a.pop_item()?;
+    /// a.add_items(vec![json!({"role": "user", "content": "two, again"})])?;
+    /// assert!(!a.record_usage_for(&turn, Usage { requests: 1, ..Usage::default() })?);
+    /// assert!(a.record_usage(Usage { requests: 1, ..Usage::default() })?);
+    /// # Ok(()) }
+    /// ```
     pub async fn current_turn(&self) -> Result<Option<TurnAnchor>> {
         anchor(self.run(AdvancedOp::CurrentTurn).await?)
     }

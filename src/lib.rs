@@ -18,6 +18,10 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Advanced sessions (the SDK's `AdvancedSQLiteSession`: turns, branches and per-turn usage,
+//! in the SDK's structure tables) come from a store opened with
+//! [`StoreBuilder::create_structure_tables`]; see [`AdvancedSqliteSession`].
+//!
 //! Layers, bottom up: [`sync`] (the shim every primitive comes from), [`reply`] (one-shot
 //! answers), [`pool`] (writer + readers, group commit), [`registry`] (one pool per file),
 //! [`handle`] (closable handles), engines ([`sqlite`], [`model_engine`]), and the public

@@ -231,6 +231,23 @@ impl StoreBuilder {
     /// creates nothing, when another sessions/messages pair already owns them (the structure
     /// tables have fixed names, so one pair per file). Default `false` (basic sessions only;
     /// Advanced sessions then need a file whose structure tables this pair already owns).
+    ///
+    /// ```
+    /// # fn main() -> agent_sessions::Result<()> {
+    /// use agent_sessions::{Error, Store};
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("x.db");
+    /// Store::builder(&path).create_structure_tables(true).open()?.close();
+    /// // Another table pair cannot claim the same file's structure tables.
+    /// let other = Store::builder(&path)
+    ///     .sessions_table("s2")
+    ///     .messages_table("m2")
+    ///     .create_structure_tables(true)
+    ///     .open();
+    /// assert!(matches!(other, Err(Error::Schema(_))));
+    /// # Ok(()) }
+    /// ```
     pub fn create_structure_tables(mut self, yes: bool) -> Self {
         self.structure = yes;
         self

@@ -1743,3 +1743,67 @@ fn foreign_keys_are_off_as_in_python() {
     assert_eq!(t.pop("h", "s"), None);
     assert!(t.model.structure_rows("s").is_empty());
 }
+
+/// Two racing claims (threads here, processes through the CLI): exactly one pair wins, and the
+/// losers leave no table behind.
+#[test]
+fn racing_claims_have_exactly_one_winner() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("race.db");
+    let handles: Vec<_> = (0..4)
+        .map(|i| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                Store::builder(&path)
+                    .sessions_table(format!("s{i}"))
+                    .messages_table(format!("m{i}"))
+                    .create_structure_tables(true)
+                    .open()
+                    .map(|store| store.close())
+            })
+        })
+        .collect();
+    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{results:?}"
+    );
+    assert!(results
+        .iter()
+        .all(|r| matches!(r, Ok(()) | Err(Error::Schema(_)))));
+    let tables = table_names(&path);
+    let pairs = tables
+        .iter()
+        .filter(|t| t.starts_with('s') && t.len() == 2)
+        .count();
+    assert_eq!(pairs, 1, "{tables:?}");
+
+    let path = dir.path().join("race-processes.db");
+    let children: Vec<_> = (0..4)
+        .map(|i| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_agent-sessions"))
+                .arg("--db")
+                .arg(&path)
+                .args(["--sessions-table", &format!("s{i}")])
+                .args(["--messages-table", &format!("m{i}")])
+                .args(["init", "--advanced"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let won = children
+        .into_iter()
+        .map(|mut c| c.wait().unwrap().success())
+        .filter(|ok| *ok)
+        .count();
+    assert_eq!(won, 1);
+    let tables = table_names(&path);
+    let pairs = tables
+        .iter()
+        .filter(|t| t.starts_with('s') && t.len() == 2)
+        .count();
+    assert_eq!(pairs, 1, "{tables:?}");
+}
