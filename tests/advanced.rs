@@ -1807,3 +1807,28 @@ fn racing_claims_have_exactly_one_winner() {
         .count();
     assert_eq!(pairs, 1, "{tables:?}");
 }
+
+/// Deliberately not Python: force-deleting the current branch always lands on `main`, even when
+/// `main` has no rows (Python first switches to `main`, which then fails with "does not exist").
+#[test]
+fn force_deleting_the_current_branch_lands_on_main_even_when_main_is_empty() {
+    let mut t = Twin::new();
+    t.add("h", "s", vec![user("u1")]);
+    t.branch("h", "s", 1, Some("e")).unwrap();
+    t.add("h", "s", vec![user("on e")]);
+    t.switch("h", "s", "main").unwrap();
+    assert_eq!(t.pop("h", "s"), Some(user("u1")));
+    t.switch("h", "s", "e").unwrap();
+    t.adv(
+        "h",
+        "s",
+        AdvancedOp::DeleteBranch {
+            branch: "e".into(),
+            force: true,
+        },
+    )
+    .unwrap();
+    assert_eq!(t.view("h").branch, "main");
+    assert!(t.model.structure_rows("s").is_empty());
+    assert!(t.model.message_rows().is_empty());
+}
