@@ -231,6 +231,7 @@ pub(super) fn structure_status(conn: &Connection, t: &Tables) -> Result<Structur
 }
 
 /// One foreign key as `PRAGMA foreign_key_list` reports it.
+#[derive(Clone)]
 struct ForeignKey {
     table: String,
     from: String,
@@ -254,46 +255,37 @@ fn same_ident(a: &str, b: &str) -> bool {
     a.eq_ignore_ascii_case(b)
 }
 
+/// The structure tables that record their owner, and the columns that must reference it.
+const OWNER_COLUMNS: [(&str, &[&str]); 2] = [
+    ("message_structure", &["session_id", "message_id"]),
+    ("turn_usage", &["session_id"]),
+];
+
 /// The ownership check of SPEC §5.3 (Python's `_claim_structure_tables`): `Ok(Err(why))` when
 /// the structure tables are missing, malformed or owned by another pair.
 fn ownership(conn: &Connection, t: &Tables) -> Result<std::result::Result<(), String>> {
-    const OWNERS: [(&str, &[(&str, &str)]); 2] = [
-        (
-            "message_structure",
-            &[("session_id", "session_id"), ("message_id", "id")],
-        ),
-        ("turn_usage", &[("session_id", "session_id")]),
-    ];
-    let mut found: Vec<(&str, Vec<ForeignKey>)> = Vec::new();
-    for (table, columns) in OWNERS {
-        let mut fks = foreign_keys(conn, table)?;
-        let mut owners = Vec::new();
-        for (column, _) in columns {
-            let mut matching: Vec<ForeignKey> = Vec::new();
-            fks.retain_mut(|fk| {
-                if same_ident(&fk.from, column) {
-                    matching.push(ForeignKey {
-                        table: std::mem::take(&mut fk.table),
-                        from: std::mem::take(&mut fk.from),
-                        to: fk.to.take(),
-                    });
-                    false
-                } else {
-                    true
+    // 1. Each structure table records exactly one owner foreign key per required column.
+    let mut owners: Vec<(&str, Vec<ForeignKey>)> = Vec::new();
+    for (table, columns) in OWNER_COLUMNS {
+        let fks = foreign_keys(conn, table)?;
+        let mut found = Vec::new();
+        for column in columns {
+            let mut matching = fks.iter().filter(|fk| same_ident(&fk.from, column));
+            match (matching.next(), matching.next()) {
+                (Some(fk), None) => found.push(fk.clone()),
+                _ => {
+                    return Ok(Err(format!(
+                        "the `{table}` table does not record exactly one owner foreign key for \
+                         each required base-table column; open the store with \
+                         create_structure_tables(true) (CLI: `init --advanced`) to create and \
+                         claim the structure tables"
+                    )))
                 }
-            });
-            if matching.len() != 1 {
-                return Ok(Err(format!(
-                    "the `{table}` table does not record exactly one owner foreign key for each \
-                     required base-table column; open the store with \
-                     create_structure_tables(true) (CLI: `init --advanced`) to create and claim \
-                     the structure tables"
-                )));
             }
-            owners.extend(matching);
         }
-        found.push((table, owners));
+        owners.push((table, found));
     }
+    // 2. The configured names, as SQLite resolves them (case-insensitively).
     let resolve = |ident: &Ident| -> Result<Option<String>> {
         Ok(conn
             .prepare_cached(TABLE_NAME)?
@@ -308,6 +300,7 @@ fn ownership(conn: &Connection, t: &Tables) -> Result<std::result::Result<(), St
             t.messages.sql()
         )));
     };
+    // 3. The messages table belongs to the sessions table.
     let base: Vec<ForeignKey> = foreign_keys(conn, &messages)?
         .into_iter()
         .filter(|fk| {
@@ -330,8 +323,9 @@ fn ownership(conn: &Connection, t: &Tables) -> Result<std::result::Result<(), St
              database file"
         )));
     }
-    for (table, owners) in &found {
-        let wanted = |fk: &ForeignKey| {
+    // 4. Every owner foreign key points at the configured pair.
+    for (table, fks) in &owners {
+        let points_home = |fk: &ForeignKey| {
             let (owner, column) = if same_ident(&fk.from, "message_id") {
                 (&messages, "id")
             } else {
@@ -340,12 +334,12 @@ fn ownership(conn: &Connection, t: &Tables) -> Result<std::result::Result<(), St
             same_ident(&fk.table, owner)
                 && fk.to.as_deref().is_some_and(|to| same_ident(to, column))
         };
-        if !owners.iter().all(wanted) {
-            let have: Vec<String> = owners
+        if !fks.iter().all(points_home) {
+            let found: Vec<String> = fks
                 .iter()
                 .map(|fk| format!("{}({})", fk.table, fk.to.as_deref().unwrap_or("")))
                 .collect();
-            let configured = if owners.len() == 2 {
+            let configured = if fks.len() == 2 {
                 format!("{sessions}/{messages}")
             } else {
                 sessions.clone()
@@ -354,7 +348,7 @@ fn ownership(conn: &Connection, t: &Tables) -> Result<std::result::Result<(), St
                 "the `{table}` table already belongs to '{}', not to the configured \
                  '{configured}'; structure tables are shared per database file, so give each \
                  sessions/messages table pair its own database file",
-                have.join("/")
+                found.join("/")
             )));
         }
     }
