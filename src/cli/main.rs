@@ -507,6 +507,12 @@ fn run(cli: Cli, db_given: bool) -> CliResult<ExitCode> {
             }
         }
         Command::Export { sessions } => {
+            if mode.owned {
+                eprintln!(
+                    "agent-sessions: note: export writes the messages tables only; Advanced \
+                     structure (turns, branches) and usage rows are not exported"
+                );
+            }
             let ids = if sessions.is_empty() {
                 store
                     .list_sessions_blocking()?
