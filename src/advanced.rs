@@ -174,6 +174,31 @@ impl AdvancedSqliteSession {
         }
     }
 
+    /// Python-style convenience (`AdvancedSQLiteSession(session_id=..., db_path=...,
+    /// create_tables=True)`): open `path` with default settings, creating and claiming the
+    /// structure tables, and return one Advanced session of it.
+    ///
+    /// ```
+    /// # fn main() -> agent_sessions::Result<()> {
+    /// use agent_sessions::AdvancedSqliteSession;
+    /// use serde_json::json;
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let a = AdvancedSqliteSession::open("user-42", dir.path().join("conv.db"))?.blocking();
+    /// a.add_items(vec![json!({"role": "user", "content": "hi"})])?;
+    /// assert_eq!(a.get_conversation_turns(None)?[0].content, "hi");
+    /// # Ok(()) }
+    /// ```
+    pub fn open(
+        session_id: impl Into<String>,
+        path: impl AsRef<std::path::Path>,
+    ) -> Result<AdvancedSqliteSession> {
+        Store::builder(path)
+            .create_structure_tables(true)
+            .open()?
+            .advanced_session(session_id)
+    }
+
     pub fn session_id(&self) -> &str {
         &self.id
     }
