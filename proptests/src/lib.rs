@@ -105,6 +105,10 @@ pub trait Target {
     fn group(&mut self, h: usize, ops: Vec<Op>) -> Vec<Result<Outcome, Error>>;
     /// Close every handle and open the file again (a no-op for in-memory stores).
     fn reopen(&mut self);
+    /// The database file, for row-level comparison (`None` for in-memory stores).
+    fn path(&self) -> Option<&std::path::Path> {
+        None
+    }
 }
 
 /// Which real store a sequence runs on.
@@ -139,12 +143,16 @@ impl SqliteTarget {
     fn open(&mut self) {
         self.handles = match self.kind {
             Kind::Memory => {
-                let s = Store::open_in_memory().expect("open memory store");
+                let s = Store::builder(":memory:")
+                    .create_structure_tables(true)
+                    .open()
+                    .expect("open memory store");
                 vec![s.clone(), s]
             }
             Kind::File(d) => (0..2)
                 .map(|_| {
                     Store::builder(&self.path)
+                        .create_structure_tables(true)
                         .durability(d)
                         .busy_timeout(Duration::from_secs(10))
                         .open()
@@ -186,6 +194,10 @@ impl Target for SqliteTarget {
             .into_iter()
             .map(|r| r.expect("every request answered"))
             .collect()
+    }
+
+    fn path(&self) -> Option<&std::path::Path> {
+        matches!(self.kind, Kind::File(_)).then_some(self.path.as_path())
     }
 
     fn reopen(&mut self) {
@@ -273,6 +285,7 @@ impl<T: Target> Target for ReordersBatches<T> {
 }
 
 /// One step of a sequential run.
+#[allow(clippy::large_enum_variant)] // test data, built once per case
 #[derive(Clone, Debug)]
 pub enum Step {
     Exec(usize, Op),
@@ -391,3 +404,4 @@ pub fn linearize(initial: &Model, history: &[Event]) -> Option<Vec<usize>> {
     let mut order = Vec::new();
     go(initial, history, &mut done, &mut order).then_some(order)
 }
+pub mod advanced;

@@ -1,0 +1,415 @@
+//! Strategies and the sequential runner for Advanced operations: several handles (each with its
+//! own branch pointer and generation per session), basic operations mixed in on the same
+//! sessions, group commits, reopen; every outcome and the handle views compared with the model,
+//! then every row of every table.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use agent_sessions::{Error, Op, Outcome};
+use proptest::prelude::*;
+use rusqlite::{Connection, OpenFlags};
+use serde_json::{json, Value};
+use session_model::advanced::{
+    AdvancedAnswer, AdvancedOp, HandleView, StructureRow, TurnAnchor, Usage,
+};
+use session_model::Model;
+
+use crate::{model_apply, normalize, Target};
+
+pub const SESSIONS: [&str; 2] = ["s", "t"];
+const BRANCHES: [&str; 4] = ["main", "b1", "b2", "b3"];
+const TERMS: [&str; 5] = ["weather", "ROME", "é", "", "zzz"];
+
+fn adv_item() -> impl Strategy<Value = Value> {
+    prop::sample::select(vec![
+        json!({"role": "user", "content": "hello weather"}),
+        json!({"role": "user", "content": "Café ROME 😀"}),
+        json!({"role": "user", "content": [{"type": "input_text", "text": "parts WEATHER"}]}),
+        json!({"role": "user", "content": null}),
+        json!({"role": "assistant", "content": "sunny"}),
+        json!({"type": "function_call", "name": "get_weather", "arguments": "{}"}),
+        json!({"type": "function_call_output", "output": "ok"}),
+        json!({"type": "mcp_call", "server_label": "cal", "name": "list"}),
+        json!({"type": "tool_search_call"}),
+        json!({"type": "tool_search_output"}),
+        json!({"type": "reasoning"}),
+        json!("bare"),
+        json!([1, {"n": 1.5}]),
+    ])
+}
+
+fn branch() -> impl Strategy<Value = Option<String>> {
+    prop::option::weighted(
+        0.4,
+        prop::sample::select(BRANCHES.to_vec()).prop_map(str::to_owned),
+    )
+}
+
+fn usage() -> impl Strategy<Value = Usage> {
+    (0..5i64, 0..100i64, prop::bool::ANY).prop_map(|(requests, total, details)| Usage {
+        requests,
+        input_tokens: total / 2,
+        output_tokens: total - total / 2,
+        total_tokens: total,
+        input_tokens_details: details.then(|| json!({"cached_tokens": total / 4})),
+        output_tokens_details: None,
+    })
+}
+
+pub fn adv_write() -> impl Strategy<Value = AdvancedOp> {
+    let name = prop::option::weighted(
+        0.7,
+        prop::sample::select(BRANCHES.to_vec()).prop_map(str::to_owned),
+    );
+    prop_oneof![
+        6 => prop::collection::vec(adv_item(), 0..4).prop_map(|items| AdvancedOp::AddItems { items }),
+        1 => Just(AdvancedOp::PlantRaw { data: "{corrupt".into() }),
+        3 => Just(AdvancedOp::PopItem),
+        1 => Just(AdvancedOp::Clear),
+        2 => (0..5i64, name.clone(), 0..2i64).prop_map(|(turn, name, t)| AdvancedOp::CreateBranchFromTurn {
+            turn, name, now_unix: 1_700_000_000 + t }),
+        1 => (prop::sample::select(TERMS.to_vec()), name).prop_map(|(term, name)| AdvancedOp::CreateBranchFromContent {
+            term: term.into(), name, now_unix: 1_700_000_000 }),
+        2 => prop::sample::select(BRANCHES.to_vec()).prop_map(|b| AdvancedOp::SwitchToBranch { branch: b.into() }),
+        1 => (prop::sample::select(BRANCHES.to_vec()), prop::bool::ANY)
+            .prop_map(|(b, force)| AdvancedOp::DeleteBranch { branch: b.into(), force }),
+        2 => usage().prop_map(|usage| AdvancedOp::RecordUsage { usage, anchor: None }),
+    ]
+}
+
+pub fn adv_read() -> impl Strategy<Value = AdvancedOp> {
+    let limit = prop::sample::select(vec![None, Some(0), Some(1), Some(3), Some(-1)]);
+    prop_oneof![
+        3 => (limit, branch()).prop_map(|(limit, branch)| AdvancedOp::GetItems { limit, branch }),
+        1 => Just(AdvancedOp::ListBranches),
+        1 => branch().prop_map(|branch| AdvancedOp::ConversationTurns { branch }),
+        1 => (prop::sample::select(TERMS.to_vec()), branch())
+            .prop_map(|(t, branch)| AdvancedOp::FindTurns { term: t.into(), branch }),
+        1 => branch().prop_map(|branch| AdvancedOp::ConversationByTurns { branch }),
+        1 => branch().prop_map(|branch| AdvancedOp::ToolUsage { branch }),
+        2 => Just(AdvancedOp::CurrentTurn),
+        1 => branch().prop_map(|branch| AdvancedOp::SessionUsage { branch }),
+        1 => (prop::option::of(0..4i64), branch()).prop_map(|(turn, branch)| AdvancedOp::TurnUsage { turn, branch }),
+    ]
+}
+
+fn session() -> impl Strategy<Value = String> {
+    prop::sample::select(SESSIONS.to_vec()).prop_map(str::to_owned)
+}
+
+/// One step of an Advanced run. Handles are numbered; each handle has one view per session.
+#[allow(clippy::large_enum_variant)] // test data, built once per case
+#[derive(Clone, Debug)]
+pub enum AStep {
+    Adv(usize, String, AdvancedOp),
+    /// Record usage on an anchor seen earlier (index into the anchors collected so far).
+    RecordAnchored(usize, String, Usage, usize),
+    /// A basic-session write on the same ids (another program's, or a basic handle's).
+    Basic(usize, Op),
+    /// Advanced writes submitted together through one handle (one group commit).
+    Group(usize, Vec<(String, AdvancedOp)>),
+    Reopen,
+}
+
+pub fn astep() -> impl Strategy<Value = AStep> {
+    let basic = prop_oneof![
+        (session(), prop::collection::vec(adv_item(), 1..3))
+            .prop_map(|(session, items)| Op::AddItems { session, items }),
+        session().prop_map(|session| Op::PopItem { session }),
+        session().prop_map(|session| Op::ClearSession { session }),
+        session().prop_map(|session| Op::GetItems {
+            session,
+            limit: None
+        }),
+    ];
+    prop_oneof![
+        10 => (0..3usize, session(), adv_write()).prop_map(|(h, s, op)| AStep::Adv(h, s, op)),
+        6 => (0..3usize, session(), adv_read()).prop_map(|(h, s, op)| AStep::Adv(h, s, op)),
+        1 => (0..3usize, session(), usage(), any::<usize>()).prop_map(|(h, s, u, k)| AStep::RecordAnchored(h, s, u, k)),
+        1 => (0..3usize, basic).prop_map(|(h, op)| AStep::Basic(h, op)),
+        2 => (0..3usize, prop::collection::vec((session(), adv_write()), 2..5)).prop_map(|(h, ops)| AStep::Group(h, ops)),
+        1 => Just(AStep::Reopen),
+    ]
+}
+
+/// The harness's handles: one view per (handle, session), shared by the store and the model
+/// runs (both are sent the same view; their reported views must agree).
+#[derive(Default)]
+struct Views(HashMap<(usize, String), HandleView>);
+
+impl Views {
+    fn get(&self, h: usize, s: &str) -> HandleView {
+        self.0
+            .get(&(h, s.to_owned()))
+            .cloned()
+            .unwrap_or_else(HandleView::main)
+    }
+    fn merge(&mut self, h: usize, s: &str, sent: &HandleView, outcome: &Result<Outcome, Error>) {
+        if let Ok(Outcome::Advanced { view, .. }) = outcome {
+            self.0
+                .entry((h, s.to_owned()))
+                .or_insert_with(HandleView::main)
+                .merge(sent, view);
+        }
+    }
+}
+
+fn compare(
+    i: usize,
+    op: &Op,
+    got: Result<Outcome, Error>,
+    want: Result<Outcome, Error>,
+) -> Result<Result<Outcome, Error>, String> {
+    let (got, want) = (normalize(got), normalize(want));
+    if got == want {
+        Ok(want)
+    } else {
+        Err(format!("step {i} {op:?}: store {got:?} != model {want:?}"))
+    }
+}
+
+struct Run {
+    model: Model,
+    views: Views,
+    anchors: Vec<TurnAnchor>,
+}
+
+impl Run {
+    fn adv(
+        &mut self,
+        target: &mut dyn Target,
+        i: usize,
+        h: usize,
+        s: &str,
+        op: AdvancedOp,
+    ) -> Result<(), String> {
+        let sent = self.views.get(h, s);
+        let full = Op::Advanced {
+            session: s.to_owned(),
+            view: sent.clone(),
+            op,
+        };
+        let want = compare(
+            i,
+            &full,
+            target.exec(h, full.clone()),
+            model_apply(&mut self.model, &full),
+        )?;
+        if let Ok(Outcome::Advanced {
+            answer: AdvancedAnswer::Anchor(Some(a)),
+            ..
+        }) = &want
+        {
+            self.anchors.push(a.clone());
+        }
+        self.views.merge(h, s, &sent, &want);
+        Ok(())
+    }
+}
+
+/// Run `steps`; fail at the first outcome that differs from the model's, then compare rows.
+pub fn check_advanced(target: &mut dyn Target, steps: &[AStep]) -> Result<(), String> {
+    let mut run = Run {
+        model: Model::new(),
+        views: Views::default(),
+        anchors: Vec::new(),
+    };
+    model_apply(&mut run.model, &Op::Init { structure: true }).map_err(|e| e.to_string())?;
+    for (i, step) in steps.iter().enumerate() {
+        match step {
+            AStep::Adv(h, s, op) => run.adv(target, i, *h, s, op.clone())?,
+            AStep::RecordAnchored(h, s, usage, k) => {
+                let anchor =
+                    (!run.anchors.is_empty()).then(|| run.anchors[k % run.anchors.len()].clone());
+                run.adv(
+                    target,
+                    i,
+                    *h,
+                    s,
+                    AdvancedOp::RecordUsage {
+                        usage: usage.clone(),
+                        anchor,
+                    },
+                )?;
+            }
+            AStep::Basic(h, op) => {
+                let _basic_outcome = compare(
+                    i,
+                    op,
+                    target.exec(*h, op.clone()),
+                    model_apply(&mut run.model, op),
+                )?;
+            }
+            AStep::Group(h, ops) => {
+                let sent: Vec<HandleView> = ops.iter().map(|(s, _)| run.views.get(*h, s)).collect();
+                let full: Vec<Op> = ops
+                    .iter()
+                    .zip(&sent)
+                    .map(|((s, op), v)| Op::Advanced {
+                        session: s.clone(),
+                        view: v.clone(),
+                        op: op.clone(),
+                    })
+                    .collect();
+                let got = target.group(*h, full.clone());
+                for (((s, _), op), (got, v)) in
+                    ops.iter().zip(&full).zip(got.into_iter().zip(&sent))
+                {
+                    let want = compare(i, op, got, model_apply(&mut run.model, op))?;
+                    run.views.merge(*h, s, v, &want);
+                }
+            }
+            AStep::Reopen => {
+                target.reopen();
+                if target.path().is_some() {
+                    run.views = Views::default(); // new handles start fresh
+                }
+            }
+        }
+    }
+    if let Some(path) = target.path() {
+        compare_rows(path, &run.model)?;
+    }
+    Ok(())
+}
+
+/// Negative control: a handle that forgets its state (sends every operation as a fresh handle on
+/// `main`) must be caught by the state machine.
+pub struct ForgetsViews<T>(pub T);
+
+impl<T: Target> Target for ForgetsViews<T> {
+    fn exec(&mut self, h: usize, op: Op) -> Result<Outcome, Error> {
+        self.0.exec(h, forget(op))
+    }
+    fn group(&mut self, h: usize, ops: Vec<Op>) -> Vec<Result<Outcome, Error>> {
+        self.0.group(h, ops.into_iter().map(forget).collect())
+    }
+    fn reopen(&mut self) {
+        self.0.reopen()
+    }
+    fn path(&self) -> Option<&Path> {
+        self.0.path()
+    }
+}
+
+fn forget(op: Op) -> Op {
+    match op {
+        Op::Advanced { session, op, .. } => Op::Advanced {
+            session,
+            view: HandleView::main(),
+            op,
+        },
+        other => other,
+    }
+}
+
+/// Every row of every table equals the model's (timestamps aside; message text compared as
+/// parsed JSON, since the model keeps serde_json's text and the file Python's bytes).
+pub fn compare_rows(path: &Path, model: &Model) -> Result<(), String> {
+    let db = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| e.to_string())?;
+    let q = |e: rusqlite::Error| e.to_string();
+    let structure: Vec<StructureRow> = db
+        .prepare(
+            "SELECT id, session_id, message_id, branch_id, message_type, sequence_number, \
+             user_turn_number, branch_turn_number, tool_name FROM message_structure ORDER BY id",
+        )
+        .map_err(q)?
+        .query_map([], |r| {
+            Ok(StructureRow {
+                id: r.get(0)?,
+                session_id: r.get(1)?,
+                message_id: r.get(2)?,
+                branch_id: r.get(3)?,
+                message_type: r.get(4)?,
+                sequence_number: r.get(5)?,
+                user_turn_number: r.get(6)?,
+                branch_turn_number: r.get(7)?,
+                tool_name: r.get(8)?,
+                created_at: String::new(),
+            })
+        })
+        .map_err(q)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(q)?;
+    let want: Vec<StructureRow> = model
+        .all_structure_rows()
+        .into_iter()
+        .map(|mut r| {
+            r.created_at.clear();
+            r
+        })
+        .collect();
+    if structure != want {
+        return Err(format!(
+            "message_structure: store {structure:#?} != model {want:#?}"
+        ));
+    }
+    let decode = |t: &str| {
+        serde_json::from_str::<Value>(t).unwrap_or_else(|_| Value::String(format!("<raw>{t}")))
+    };
+    let messages: Vec<(i64, String, Value)> = db
+        .prepare("SELECT id, session_id, message_data FROM agent_messages ORDER BY id")
+        .map_err(q)?
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, decode(&r.get::<_, String>(2)?)))
+        })
+        .map_err(q)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(q)?;
+    let want: Vec<(i64, String, Value)> = model
+        .message_rows()
+        .into_iter()
+        .map(|(id, s, t)| (id, s, decode(&t)))
+        .collect();
+    if messages != want {
+        return Err(format!(
+            "agent_messages: store {messages:?} != model {want:?}"
+        ));
+    }
+    let usage: Vec<(String, String, i64, i64, i64)> = db
+        .prepare("SELECT session_id, branch_id, user_turn_number, requests, total_tokens FROM turn_usage ORDER BY 1, 2, 3")
+        .map_err(q)?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .map_err(q)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(q)?;
+    let want: Vec<_> = model
+        .usage_rows()
+        .into_iter()
+        .map(|(s, b, t, u)| (s, b, t, u.requests, u.total_tokens))
+        .collect();
+    if usage != want {
+        return Err(format!("turn_usage: store {usage:?} != model {want:?}"));
+    }
+    for s in SESSIONS {
+        let reserved: Vec<String> = db
+            .prepare("SELECT branch_id FROM branch_reservations WHERE session_id = ?1 ORDER BY branch_id")
+            .map_err(q)?
+            .query_map([s], |r| r.get(0))
+            .map_err(q)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(q)?;
+        if reserved != model.reserved_branches(s) {
+            return Err(format!(
+                "reservations of {s}: store {reserved:?} != model {:?}",
+                model.reserved_branches(s)
+            ));
+        }
+        let generation: Option<i64> = db
+            .query_row(
+                "SELECT generation FROM session_clear_generations WHERE session_id = ?1",
+                [s],
+                |r| r.get(0),
+            )
+            .ok();
+        if generation != model.generation_row(s) {
+            return Err(format!(
+                "generation of {s}: store {generation:?} != model {:?}",
+                model.generation_row(s)
+            ));
+        }
+    }
+    Ok(())
+}
