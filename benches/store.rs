@@ -72,7 +72,12 @@ fn main() {
             if wanted(&name) {
                 let dir = tempfile::tempdir().unwrap();
                 let s = store(&dir, durability, 256).session("bench");
-                report(&name, run(threads, move |t, i| s.blocking().add_items(vec![item(t, i)]).unwrap()));
+                report(
+                    &name,
+                    run(threads, move |t, i| {
+                        s.blocking().add_items(vec![item(t, i)]).unwrap()
+                    }),
+                );
             }
         }
     }
@@ -81,7 +86,12 @@ fn main() {
         if wanted(&name) {
             let dir = tempfile::tempdir().unwrap();
             let s = store(&dir, Durability::Normal, batch_max).session("bench");
-            report(&name, run(32, move |t, i| s.blocking().add_items(vec![item(t, i)]).unwrap()));
+            report(
+                &name,
+                run(32, move |t, i| {
+                    s.blocking().add_items(vec![item(t, i)]).unwrap()
+                }),
+            );
         }
     }
     for (threads, limit) in [(1usize, Some(20)), (4, Some(20)), (4, None)] {
@@ -92,9 +102,12 @@ fn main() {
             s.blocking()
                 .add_items((0..1000).map(|i| item(0, i)).collect())
                 .unwrap();
-            report(&name, run(threads, move |_, _| {
-                s.blocking().get_items(limit).unwrap();
-            }));
+            report(
+                &name,
+                run(threads, move |_, _| {
+                    s.blocking().get_items(limit).unwrap();
+                }),
+            );
         }
     }
     for threads in [1usize, 8] {
@@ -102,11 +115,14 @@ fn main() {
         if wanted(&name) {
             let dir = tempfile::tempdir().unwrap();
             let st = store(&dir, Durability::Normal, 256);
-            report(&name, run(threads, move |t, i| {
-                let s = st.session(format!("p{t}")).blocking();
-                s.add_items(vec![item(t, i)]).unwrap();
-                s.pop_item().unwrap().unwrap();
-            }));
+            report(
+                &name,
+                run(threads, move |t, i| {
+                    let s = st.session(format!("p{t}")).blocking();
+                    s.add_items(vec![item(t, i)]).unwrap();
+                    s.pop_item().unwrap().unwrap();
+                }),
+            );
         }
     }
 }

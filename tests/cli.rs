@@ -142,3 +142,47 @@ fn bad_table_names_and_bad_files_are_clear_errors() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not an SQLite database"));
 }
+
+#[test]
+fn check_passes_a_sound_file_and_fails_on_corrupt_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("check.db");
+    stdout(&cli(
+        &db,
+        &[
+            "--advanced",
+            "add",
+            "s",
+            r#"{"role": "user", "content": "hi"}"#,
+            r#""ok""#,
+        ],
+        None,
+    ));
+    let report: serde_json::Value =
+        serde_json::from_str(stdout(&cli(&db, &["check"], None)).trim()).unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["structure"]["orphan_structure_rows"], 0);
+    // Another program writes a row that is not JSON.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute(
+        "INSERT INTO agent_messages (session_id, message_data) VALUES ('s', '{not json')",
+        [],
+    )
+    .unwrap();
+    conn.execute(
+        "DELETE FROM message_structure WHERE id = (SELECT MIN(id) FROM message_structure)",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let out = cli(&db, &["check"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    assert_eq!(report["corrupt_rows"], 1, "{report}");
+    assert_eq!(
+        report["structure"]["messages_without_structure"], 2,
+        "{report}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("corrupt message rows"));
+}

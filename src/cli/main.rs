@@ -20,6 +20,7 @@ use clap::{ArgGroup, CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde_json::{json, Value};
 use session_model::RawMessage;
 
+mod check;
 mod stress;
 
 #[derive(Parser)]
@@ -173,6 +174,8 @@ enum Command {
     Import,
     /// Run the concurrent session stress workload and report throughput and resource use.
     Stress(stress::Args),
+    /// Integrity check: SQLite's own and the store's invariants; exit 1 on a problem.
+    Check,
 }
 
 fn main() -> ExitCode {
@@ -289,14 +292,19 @@ fn parse_details(text: &Option<String>, what: &str) -> CliResult<Option<Value>> 
 }
 
 fn run(cli: Cli, db_given: bool) -> CliResult<ExitCode> {
-    if let Command::Stress(args) = &cli.command {
-        return stress::run(
-            &cli.db,
-            db_given,
-            args,
-            &cli.sessions_table,
-            &cli.messages_table,
-        );
+    match &cli.command {
+        Command::Stress(args) => {
+            return stress::run(
+                &cli.db,
+                db_given,
+                args,
+                cli.advanced,
+                &cli.sessions_table,
+                &cli.messages_table,
+            )
+        }
+        Command::Check => return check::run(&cli.db, &cli.sessions_table, &cli.messages_table),
+        _ => {}
     }
     let store = open(&cli)?;
     let mode = Mode::of(&cli, &store)?;
@@ -543,7 +551,7 @@ fn run(cli: Cli, db_given: bool) -> CliResult<ExitCode> {
                 store.execute_blocking(Op::Import(d))?;
             }
         }
-        Command::Stress(_) => unreachable!("handled above"),
+        Command::Stress(_) | Command::Check => unreachable!("handled above"),
     }
     out.flush()?;
     store.close();

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agent_sessions::{Durability, Error, SqliteSession, Store};
+use agent_sessions::{Durability, Error, Session, Store};
 use clap::{Args as ClapArgs, ValueEnum};
 use serde_json::json;
 
@@ -165,6 +165,7 @@ pub fn run(
     db: &Path,
     db_given: bool,
     args: &Args,
+    advanced: bool,
     sessions_table: &str,
     messages_table: &str,
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
@@ -183,6 +184,7 @@ pub fn run(
     };
     let open = || {
         Store::builder(&path)
+            .create_structure_tables(advanced)
             .durability(durability)
             .readers(args.pool_readers)
             .sessions_table(sessions_table)
@@ -195,10 +197,18 @@ pub fn run(
         .build()?;
     let base = open()?;
     let run_id = format!("stress-{}", std::process::id());
-    let sessions: Vec<SqliteSession> = match args.layout {
-        Layout::Single => vec![base.session(&run_id)],
+    // Basic or Advanced, every session is driven through the `Session` trait.
+    let session = |store: &Store, id: String| -> agent_sessions::Result<Arc<dyn Session>> {
+        Ok(if advanced {
+            Arc::new(store.advanced_session(id)?)
+        } else {
+            Arc::new(store.session(id))
+        })
+    };
+    let sessions: Vec<Arc<dyn Session>> = match args.layout {
+        Layout::Single => vec![session(&base, run_id.clone())?],
         Layout::PerWriter => (0..args.writers.max(1))
-            .map(|w| Ok(open()?.session(format!("{run_id}-w{w}"))))
+            .map(|w| session(&open()?, format!("{run_id}-w{w}")))
             .collect::<agent_sessions::Result<_>>()?,
     };
     let stop = Arc::new(AtomicBool::new(false));
@@ -307,6 +317,7 @@ pub fn run(
 
     let report = json!({
         "writers": args.writers, "readers": args.readers, "layout": format!("{:?}", args.layout),
+        "advanced": advanced,
         "durability": format!("{:?}", args.durability), "limit": args.limit,
         "duration_s": elapsed,
         "writes": acked, "reads": reads.load(Ordering::Relaxed), "errors": errors.total(),
