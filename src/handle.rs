@@ -60,11 +60,12 @@ impl<E: Engine> Handle<E> {
         ))
     }
 
-    /// Queue `op`. Nothing is queued on a closed handle.
+    /// Queue `op`. Nothing is queued on a closed handle, nor an op with invalid arguments.
     pub fn submit(&self, op: Op) -> Result<ReplyReceiver<Outcome>> {
         if self.is_closed() {
             return Err(Error::Closed);
         }
+        op.validate()?;
         self.pool.submit(&self.ctx, op)
     }
 

@@ -71,6 +71,31 @@ impl Op {
         }
     }
 
+    /// Reject arguments no store could honour, before anything is done: items nested deeper
+    /// than [`MAX_DEPTH`] would be written but could never be read back.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        let items = match self {
+            Op::AddItems { items, .. } => items,
+            Op::Advanced {
+                op: advanced::AdvancedOp::AddItems { items },
+                ..
+            } => items,
+            _ => return Ok(()),
+        };
+        for (i, item) in items.iter().enumerate() {
+            let depth = nesting_depth(item);
+            if depth > MAX_DEPTH {
+                return Err(ModelError::InvalidArgument(format!(
+                    "item {} of session {:?} is nested {depth} levels deep; at most {MAX_DEPTH} \
+                     levels can be read back, so nothing was written",
+                    i + 1,
+                    self.session().unwrap_or_default()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// The session the operation is about, if any.
     pub fn session(&self) -> Option<&str> {
         match self {
@@ -191,10 +216,75 @@ pub(crate) fn apply_limit(mut valid: Vec<Item>, limit: Option<i64>) -> Vec<Item>
     }
 }
 
+/// The deepest nesting of arrays and objects an item may have: JSON readers limit recursion
+/// (`serde_json` parses 127 levels), and an item that cannot be read back must not be written.
+pub const MAX_DEPTH: usize = 127;
+
+/// Levels of array/object nesting of a value (a scalar is 0), without recursion.
+pub fn nesting_depth(item: &Item) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(item, 0usize)];
+    while let Some((v, depth)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Item>> = match v {
+            Item::Array(a) => Box::new(a.iter()),
+            Item::Object(o) => Box::new(o.values()),
+            _ => continue,
+        };
+        deepest = deepest.max(depth + 1);
+        stack.extend(children.map(|c| (c, depth + 1)));
+    }
+    deepest
+}
+
 /// Parse stored `message_data` the way readers do: valid JSON is an item, anything else
 /// (including Python's bare `NaN`/`Infinity`) is a corrupt row that readers skip.
+///
+/// One repair: Python writes strings holding a lone UTF-16 surrogate (`"\ud800"`), valid JSON
+/// that no Rust string can hold. Rather than losing such a row, each lone surrogate is read as
+/// U+FFFD (the replacement character).
 pub fn parse_item(data: &str) -> Option<Item> {
-    serde_json::from_str(data).ok()
+    serde_json::from_str(data)
+        .ok()
+        .or_else(|| serde_json::from_str(&mend_lone_surrogates(data)?).ok())
+}
+
+/// `data` with every escaped lone surrogate replaced by `\ufffd`; `None` if it has none.
+fn mend_lone_surrogates(data: &str) -> Option<String> {
+    fn hex4(b: &[u8]) -> Option<u16> {
+        u16::from_str_radix(std::str::from_utf8(b.get(..4)?).ok()?, 16).ok()
+    }
+    let b = data.as_bytes();
+    let (mut out, mut i, mut copied) = (String::new(), 0, 0);
+    while i < b.len() {
+        if b[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        let unit = (b.get(i + 1) == Some(&b'u'))
+            .then(|| hex4(&b[i + 2..]))
+            .flatten();
+        let Some(unit) = unit else {
+            i += 2; // another escape: skip it whole, so `\\u...` is not mistaken for one
+            continue;
+        };
+        let is_high = (0xD800..0xDC00).contains(&unit);
+        let low_follows = b.get(i + 6..i + 8) == Some(b"\\u".as_slice())
+            && hex4(&b[i + 8..]).is_some_and(|lo| (0xDC00..0xE000).contains(&lo));
+        if is_high && low_follows {
+            i += 12;
+        } else if (0xD800..0xE000).contains(&unit) {
+            out.push_str(&data[copied..i]);
+            out.push_str("\\ufffd");
+            i += 6;
+            copied = i;
+        } else {
+            i += 6;
+        }
+    }
+    (copied > 0).then(|| {
+        out.push_str(&data[copied..]);
+        out
+    })
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -233,6 +323,7 @@ impl Model {
 
     /// Apply one operation and return its outcome. A failed operation changes nothing (I15).
     pub fn apply(&mut self, op: &Op) -> Result<Outcome, ModelError> {
+        op.validate()?;
         let before = self.clone();
         let result = self.apply_unchecked(op);
         if result.is_err() {
@@ -380,6 +471,51 @@ impl Model {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn lone_surrogates_are_read_as_replacement_characters() {
+        assert_eq!(
+            parse_item(r#"{"a": "x\ud800y"}"#),
+            Some(json!({"a": "x\u{fffd}y"}))
+        );
+        assert_eq!(
+            parse_item(r#""\udc00\ud83d\ude00""#),
+            Some(json!("\u{fffd}😀"))
+        );
+        // An escaped backslash followed by "ud800" is plain text, not a surrogate.
+        assert_eq!(parse_item(r#""\\ud800""#), Some(json!("\\ud800")));
+        assert_eq!(parse_item("{broken"), None);
+        assert_eq!(parse_item("NaN"), None);
+    }
+
+    #[test]
+    fn items_too_deep_to_read_back_are_rejected_before_anything_is_done() {
+        let nest = |d: usize| -> Item {
+            let mut v = json!(1);
+            for _ in 0..d {
+                v = json!([v]);
+            }
+            v
+        };
+        assert_eq!(nesting_depth(&nest(MAX_DEPTH)), MAX_DEPTH);
+        let text = serde_json::to_string(&nest(MAX_DEPTH)).unwrap();
+        assert!(
+            parse_item(&text).is_some(),
+            "MAX_DEPTH levels must be readable"
+        );
+        let mut m = Model::new();
+        let op = |d| Op::AddItems {
+            session: "s".into(),
+            items: vec![json!(0), nest(d)],
+        };
+        assert!(m.apply(&op(MAX_DEPTH)).is_ok());
+        let err = m.apply(&op(MAX_DEPTH + 1)).unwrap_err();
+        assert!(
+            matches!(&err, ModelError::InvalidArgument(msg) if msg.contains("item 2")),
+            "{err:?}"
+        );
+        assert_eq!(m.rows("s").len(), 2, "the rejected add wrote nothing");
+    }
 
     fn add(m: &mut Model, s: &str, items: Vec<Item>) {
         m.apply(&Op::AddItems {
