@@ -2,9 +2,8 @@
 //! branches and per-turn usage on top of the basic messages, in the same tables and with the
 //! same rows as Python writes them (SPEC §5.3).
 //!
-//! A session value is a *handle*: a session id plus a branch pointer and the last clear
-//! generation it has seen ([`HandleView`]), kept behind a mutex from [`crate::sync`] that is
-//! never held across I/O. Every method sends one [`AdvancedOp`] carrying a snapshot of that view;
+//! A session value is a *handle*: a session id plus a [`BranchPointer`] (the branch and the last
+//! clear generation it has seen, [`HandleView`]), whose lock is never held across I/O. Every method sends one [`AdvancedOp`] carrying a snapshot of that view;
 //! the engine checks the durable clear generation, runs the operation atomically (writes in the
 //! writer's `BEGIN IMMEDIATE` group transaction, reads on one snapshot) and reports the view
 //! after it, which the handle folds in with [`HandleView::merge`].
@@ -31,16 +30,17 @@
 
 use serde_json::Value;
 use session_model::advanced::AdvancedAnswer as A;
-use session_model::{AdvancedAnswer, AdvancedOp, Item, Op, Outcome};
+use session_model::{AdvancedAnswer, AdvancedOp, Item, Outcome};
 
 pub use session_model::{
     BranchInfo, HandleView, ToolUse, TurnAnchor, TurnGroup, TurnItem, TurnUsage, Usage, UsageTotals,
 };
 
 use crate::error::Result;
+use crate::pointer::BranchPointer;
 use crate::session::{BoxFuture, Session, SessionSettings};
 use crate::store::{unexpected, Store};
-use crate::sync::{Arc, Mutex};
+use crate::sync::Arc;
 
 /// One user turn, as `get_conversation_turns` and `find_turns_by_content` list it (the Python
 /// SDK's dict keys).
@@ -161,7 +161,7 @@ pub struct AdvancedSqliteSession {
     store: Store,
     id: String,
     settings: SessionSettings,
-    state: Arc<Mutex<HandleView>>,
+    pointer: Arc<BranchPointer>,
 }
 
 impl AdvancedSqliteSession {
@@ -170,7 +170,7 @@ impl AdvancedSqliteSession {
             store,
             id,
             settings,
-            state: Arc::new(Mutex::new(HandleView::main())),
+            pointer: Arc::new(BranchPointer::new()),
         }
     }
 
@@ -216,12 +216,12 @@ impl AdvancedSqliteSession {
 
     /// The branch this handle points at (as last known; no I/O).
     pub fn current_branch_id(&self) -> String {
-        self.state.lock().branch.clone()
+        self.pointer.view().branch
     }
 
     /// This handle's state: its branch and the last clear generation it has seen.
     pub fn view(&self) -> HandleView {
-        self.state.lock().clone()
+        self.pointer.view()
     }
 
     /// The blocking twin: the same operations (on the same handle) for threads and tests.
@@ -229,36 +229,16 @@ impl AdvancedSqliteSession {
         BlockingAdvancedSession(self.clone())
     }
 
-    fn prepare(&self, op: AdvancedOp) -> (HandleView, Op) {
-        let sent = self.state.lock().clone();
-        let op = Op::Advanced {
-            session: self.id.clone(),
-            view: sent.clone(),
-            op,
-        };
-        (sent, op)
-    }
-
-    fn finish(&self, sent: &HandleView, outcome: Outcome) -> Result<AdvancedAnswer> {
-        match outcome {
-            Outcome::Advanced { view, answer } => {
-                self.state.lock().merge(sent, &view);
-                Ok(answer)
-            }
-            other => Err(unexpected(&other)),
-        }
-    }
-
     async fn run(&self, op: AdvancedOp) -> Result<AdvancedAnswer> {
-        let (sent, op) = self.prepare(op);
+        let (sent, op) = self.pointer.prepare(&self.id, op);
         let outcome = self.store.execute(op).await?;
-        self.finish(&sent, outcome)
+        self.pointer.finish(&sent, outcome)
     }
 
     fn run_blocking(&self, op: AdvancedOp) -> Result<AdvancedAnswer> {
-        let (sent, op) = self.prepare(op);
+        let (sent, op) = self.pointer.prepare(&self.id, op);
         let outcome = self.store.execute_blocking(op)?;
-        self.finish(&sent, outcome)
+        self.pointer.finish(&sent, outcome)
     }
 
     fn add_op(&self, items: Vec<Item>) -> Result<Option<AdvancedOp>> {

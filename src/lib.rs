@@ -31,6 +31,7 @@ pub mod advanced;
 pub mod error;
 pub mod handle;
 pub mod model_engine;
+pub mod pointer;
 pub mod pool;
 pub mod pyjson;
 pub mod registry;

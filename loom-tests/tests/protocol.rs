@@ -12,12 +12,14 @@ use std::sync::atomic::{AtomicUsize, Ordering as StdOrdering};
 
 use agent_sessions::handle::{Handle, Owner};
 use agent_sessions::model_engine::{failing_item, ModelEngine};
+use agent_sessions::pointer::BranchPointer;
 use agent_sessions::pool::{Faults, Pool, PoolConfig};
 use agent_sessions::registry::Registry;
 use agent_sessions::sync::{Arc, Ordering};
 use agent_sessions::{Error, Op, Outcome};
 use loom::thread;
 use serde_json::json;
+use session_model::advanced::{AdvancedOp, HandleView};
 
 /// Run `f` under loom and report how many interleavings were explored.
 fn model(name: &str, f: impl Fn() + Sync + Send + 'static) {
@@ -252,6 +254,108 @@ fn registry_open_races_last_close(hand_out_closing: bool) {
     );
     assert!(registry.is_empty());
     assert_eq!(engine.stats.open_now(), 0);
+}
+
+/// I12 (handle part), I15: handle A switches to branch `b` while handle B clears the session and
+/// then A reads. Whatever the order of commits and of the merges of the replies, A ends on
+/// `main` at the new generation (a switch validated before the clear never re-points after
+/// it; the generation A knows never decreases), and A's next write lands on `main`.
+fn clear_races_switch(fault_last_reply_wins: bool) {
+    let engine = ModelEngine::new();
+    let h = private_handle(&engine, 0, Faults::default());
+    h.call_blocking(Op::Init { structure: true }).unwrap();
+    let a = Arc::new(if fault_last_reply_wins {
+        BranchPointer::last_reply_wins()
+    } else {
+        BranchPointer::new()
+    });
+    let run = |p: &BranchPointer, h: &Handle<ModelEngine>, op: AdvancedOp| {
+        let (sent, op) = p.prepare("s", op);
+        h.call_blocking(op).and_then(|o| p.finish(&sent, o))
+    };
+    let user = |t: &str| json!({"role": "user", "content": t});
+    run(
+        &a,
+        &h,
+        AdvancedOp::AddItems {
+            items: vec![user("one"), user("two")],
+        },
+    )
+    .unwrap();
+    run(
+        &a,
+        &h,
+        AdvancedOp::CreateBranchFromTurn {
+            turn: 2,
+            name: Some("b".into()),
+            now_unix: 0,
+        },
+    )
+    .unwrap();
+    run(
+        &a,
+        &h,
+        AdvancedOp::SwitchToBranch {
+            branch: "main".into(),
+        },
+    )
+    .unwrap();
+
+    let (h2, a2) = (h.clone(), a.clone());
+    let t = thread::spawn(move || {
+        let b = BranchPointer::new();
+        run(&b, &h2, AdvancedOp::Clear).unwrap();
+        run(
+            &a2,
+            &h2,
+            AdvancedOp::GetItems {
+                limit: None,
+                branch: None,
+            },
+        )
+        .unwrap();
+    });
+    let switched = run(&a, &h, AdvancedOp::SwitchToBranch { branch: "b".into() });
+    assert!(
+        matches!(switched, Ok(_) | Err(Error::BranchNotFound(_))),
+        "{switched:?}"
+    );
+    t.join().unwrap();
+    assert_eq!(
+        a.view(),
+        HandleView::at("main", 1),
+        "handle state after a clear"
+    );
+
+    run(
+        &a,
+        &h,
+        AdvancedOp::AddItems {
+            items: vec![user("after")],
+        },
+    )
+    .unwrap();
+    let rows = engine.snapshot().structure_rows("s");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        rows[0].branch_id, "main",
+        "a write after the clear landed on {rows:?}"
+    );
+    h.close();
+}
+
+#[test]
+fn loom_clear_races_switch() {
+    model("clear_races_switch", || clear_races_switch(false));
+}
+
+#[test]
+fn negative_last_reply_wins_merge_is_caught() {
+    expect_violation(
+        "pointer_last_reply_wins",
+        "handle state after a clear",
+        || clear_races_switch(true),
+    );
 }
 
 #[test]
