@@ -18,6 +18,9 @@ fn mp_child() {
         return;
     };
     let (path, name) = spec.split_once('|').unwrap();
+    if let Some(name) = name.strip_prefix("advanced:") {
+        return advanced_child(path, name);
+    }
     let store = Store::open(path).unwrap();
     let own = store.session(name).blocking();
     let shared = store.session("shared").blocking();
@@ -103,4 +106,101 @@ fn two_rust_processes_and_python_write_one_file_at_once() {
             "shared session: {w}'s writes lost or reordered"
         );
     }
+}
+
+fn advanced_child(path: &str, name: &str) {
+    let store = Store::builder(path)
+        .create_structure_tables(true)
+        .open()
+        .unwrap();
+    let own = store.advanced_session(name).unwrap().blocking();
+    let shared = store.advanced_session("shared").unwrap().blocking();
+    for i in 0..N {
+        let item = json!({"role": "user", "content": format!("{name} {i}")});
+        own.add_items(vec![item.clone()]).unwrap();
+        shared.add_items(vec![item]).unwrap();
+    }
+}
+
+/// Advanced sessions too: two Rust processes and a Python `AdvancedSQLiteSession` process number
+/// their turns in one shared session at once; every item is there once, each writer's in order,
+/// and sequence and turn numbers stay unique and gap-free (I9 across processes).
+#[test]
+fn advanced_writers_in_three_processes_keep_numbering_consistent() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mp-adv.db");
+    Store::builder(&path)
+        .create_structure_tables(true)
+        .open()
+        .unwrap()
+        .close();
+    let exe = std::env::current_exe().unwrap();
+    let mut children = Vec::new();
+    let mut writers = Vec::new();
+    for name in ["rust-a", "rust-b"] {
+        children.push(
+            Command::new(&exe)
+                .args(["mp_child", "--exact", "--nocapture", "--test-threads", "1"])
+                .env(CHILD_ENV, format!("{}|advanced:{name}", path.display()))
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        writers.push(name);
+    }
+    if let Some(py) = python() {
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/python/mp_advanced_writer.py"
+        );
+        children.push(
+            Command::new(py)
+                .args([
+                    script,
+                    &path.display().to_string(),
+                    "python",
+                    &N.to_string(),
+                ])
+                .spawn()
+                .unwrap(),
+        );
+        writers.push("python");
+    }
+    for mut c in children {
+        let status = c.wait().unwrap();
+        assert!(status.success(), "a writer process failed: {status}");
+    }
+    let store = Store::open(&path).unwrap();
+    let shared = store.advanced_session("shared").unwrap().blocking();
+    let items = shared.get_items(None).unwrap();
+    assert_eq!(items.len(), N * writers.len(), "shared session lost writes");
+    for w in &writers {
+        let mine: Vec<_> = items
+            .iter()
+            .filter(|v| v["content"].as_str().unwrap().starts_with(&format!("{w} ")))
+            .cloned()
+            .collect();
+        let expected: Vec<_> = (0..N)
+            .map(|i| json!({"role": "user", "content": format!("{w} {i}")}))
+            .collect();
+        assert_eq!(mine, expected, "{w}'s writes lost or reordered");
+    }
+    // One user item per turn: turns 1..=total, in sequence order, no gaps, no duplicates.
+    let turns = shared.get_conversation_turns(None).unwrap();
+    let numbers: Vec<i64> = turns.iter().map(|t| t.turn).collect();
+    let want: Vec<i64> = (1..=(N * writers.len()) as i64).collect();
+    assert_eq!(numbers, want, "turn numbers across processes");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let (count, distinct, max): (i64, i64, i64) = conn
+        .query_row(
+            "SELECT COUNT(*), COUNT(DISTINCT sequence_number), MAX(sequence_number) \
+             FROM message_structure WHERE session_id = 'shared'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (count, distinct, max),
+        (want.len() as i64, want.len() as i64, want.len() as i64)
+    );
 }
