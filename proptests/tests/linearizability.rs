@@ -166,3 +166,124 @@ fn negative_control_lost_update_is_rejected() {
     ];
     assert!(linearize(&Model::new(), &history).is_none());
 }
+
+// ---- Advanced: several handles, clears and switches ------------------------------------------
+
+mod advanced {
+    use super::*;
+    use agent_sessions::pointer::BranchPointer;
+    use session_model::advanced::AdvancedOp;
+
+    fn user(t: &str) -> serde_json::Value {
+        json!({"role": "user", "content": t})
+    }
+
+    /// Operations of thread `t`: branch names are per thread so creations can succeed.
+    fn op(t: usize) -> impl Strategy<Value = AdvancedOp> {
+        let mine = format!("t{t}");
+        prop_oneof![
+            3 => prop::sample::select(vec!["q", "r"]).prop_map(|c| AdvancedOp::AddItems { items: vec![user(c)] }),
+            1 => Just(AdvancedOp::PopItem),
+            2 => prop::sample::select(vec!["main".to_owned(), mine.clone(), "t0".into()])
+                .prop_map(|b| AdvancedOp::SwitchToBranch { branch: b }),
+            2 => (1..3i64).prop_map(move |turn| AdvancedOp::CreateBranchFromTurn {
+                turn, name: Some(mine.clone()), now_unix: 0 }),
+            1 => Just(AdvancedOp::Clear),
+            2 => Just(AdvancedOp::GetItems { limit: None, branch: None }),
+            1 => Just(AdvancedOp::ListBranches),
+        ]
+    }
+
+    fn run(threads: &[Vec<AdvancedOp>]) -> (Model, Vec<Event>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lin-adv.db");
+        let open = || {
+            Store::builder(&path)
+                .create_structure_tables(true)
+                .open()
+                .unwrap()
+        };
+        let first = open();
+        let mut model = Model::new();
+        model.apply(&Op::Init { structure: true }).unwrap();
+        let setup = Op::Advanced {
+            session: "s".into(),
+            view: session_model::advanced::HandleView::main(),
+            op: AdvancedOp::AddItems {
+                items: vec![user("one"), user("two")],
+            },
+        };
+        let want = model_apply(&mut model, &setup);
+        assert_eq!(
+            proptests::normalize(first.execute_blocking(setup)),
+            proptests::normalize(want)
+        );
+        let clock = Arc::new(AtomicU64::new(0));
+        let barrier = Arc::new(Barrier::new(threads.len()));
+        let workers: Vec<_> = threads
+            .iter()
+            .enumerate()
+            .map(|(t, ops)| {
+                let store = open();
+                let (clock, barrier, ops) = (clock.clone(), barrier.clone(), ops.clone());
+                std::thread::spawn(move || {
+                    let pointer = BranchPointer::new(); // this thread's handle
+                    barrier.wait();
+                    ops.into_iter()
+                        .map(|op| {
+                            let (sent, op) = pointer.prepare("s", op);
+                            let invoked = clock.fetch_add(1, Ordering::SeqCst);
+                            let result = store.execute_blocking(op.clone());
+                            let returned = clock.fetch_add(1, Ordering::SeqCst);
+                            if let Ok(o) = &result {
+                                pointer.finish(&sent, o.clone()).unwrap();
+                            }
+                            Event {
+                                thread: t,
+                                op,
+                                result,
+                                invoked,
+                                returned,
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let history = workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect();
+        (model, history)
+    }
+
+    /// Each operation carries the view its handle sent, so the model can replay it exactly:
+    /// the history must have a real-time-consistent order with the model's outcomes (I5, I12).
+    #[test]
+    fn advanced_histories_with_clears_and_switches_are_linearizable() {
+        let mut runner = TestRunner::new(Config {
+            cases: cases(150),
+            failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+                "regressions/linearizability_advanced.txt",
+            ))),
+            ..Config::default()
+        });
+        let strategy = (
+            prop::collection::vec(op(0), 3..=4),
+            prop::collection::vec(op(1), 3..=4),
+            prop::collection::vec(op(2), 3..=4),
+        );
+        let result = runner.run(&strategy, |(a, b, c)| {
+            let (model, history) = run(&[a, b, c]);
+            match linearize(&model, &history) {
+                Some(_) => Ok(()),
+                None => Err(TestCaseError::fail(format!(
+                    "no linearization of {history:#?}"
+                ))),
+            }
+        });
+        if let Err(e) = result {
+            panic!("{e}");
+        }
+    }
+}
