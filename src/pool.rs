@@ -268,14 +268,21 @@ impl<E: Engine> Pool<E> {
     }
 
     /// Stop accepting, drain what was accepted, close every connection and join every thread.
-    /// Idempotent; concurrent callers all return after the threads are gone.
+    /// Idempotent (a second call finds no threads left to join).
     pub fn shutdown(&self) {
-        self.writer.close();
+        let mut threads = std::mem::take(&mut *self.threads.lock());
+        // Readers first, the writer last: the last connection to close checkpoints the WAL and
+        // removes it, which only a read-write connection can do. (`start` spawns the writer
+        // first, so it is `threads[0]`.)
         if let Some(r) = &self.readers {
             r.close();
         }
-        let threads = std::mem::take(&mut *self.threads.lock());
+        let writer = (!threads.is_empty()).then(|| threads.remove(0));
         for t in threads {
+            let _ = t.join();
+        }
+        self.writer.close();
+        if let Some(t) = writer {
             let _ = t.join();
         }
     }
