@@ -395,10 +395,12 @@ fn run_one<C: Connection>(conn: &mut C, req: &Request<C::Ctx>) -> Result<Outcome
         Err(_) => conn.rollback_to(),
     };
     if let Err(e) = kept {
-        // The savepoint is in an unknown state: give up the whole transaction (the caller sees
-        // `in_transaction() == false` and treats the batch so far as undone).
+        // The savepoint is gone or in an unknown state (SQLite rolls the whole transaction back
+        // on some errors, e.g. a full disk): give up the transaction (the caller sees
+        // `in_transaction() == false` and treats the batch so far as undone) and report the
+        // request's own failure, not the savepoint's.
         conn.rollback();
-        return Err(e);
+        return Err(result.err().unwrap_or(e));
     }
     result
 }

@@ -294,6 +294,14 @@ impl StoreBuilder {
         self
     }
 
+    /// Fault injection for tests: writes fail with "database or disk is full" once the file
+    /// would grow past `pages` pages.
+    #[doc(hidden)]
+    pub fn max_page_count(mut self, pages: u32) -> Self {
+        self.options.max_page_count = Some(pages);
+        self
+    }
+
     #[doc(hidden)]
     pub fn faults(mut self, f: crate::pool::Faults) -> Self {
         self.pool.faults = f;

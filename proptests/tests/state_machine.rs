@@ -47,6 +47,20 @@ fn file_store_full_matches_model() {
     run(Kind::File(Durability::Full), 200);
 }
 
+/// Injected failures: the file is capped a few pages above its empty size, so adds (and a
+/// group's members) meet "database or disk is full". A full write must change nothing (I6, I15)
+/// and the store must go on: every other outcome and the final rows still equal the model's.
+#[test]
+fn full_database_failures_change_nothing() {
+    run(Kind::TightFile(22), 300);
+    let seen = proptests::FULL_SEEN.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!("full-database failures injected: {seen}");
+    assert!(
+        seen > 0,
+        "the capped file never filled up: nothing was injected"
+    );
+}
+
 #[test]
 fn memory_store_matches_model() {
     run(Kind::Memory, 1000);

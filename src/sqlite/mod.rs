@@ -35,6 +35,10 @@ pub enum Durability {
 pub struct ConnOptions {
     pub durability: Durability,
     pub busy_timeout: Duration,
+    /// Fault injection for tests: cap the file at this many pages (`PRAGMA max_page_count` on
+    /// the writer), so writes meet a full database (SQLITE_FULL) at a chosen size.
+    #[doc(hidden)]
+    pub max_page_count: Option<u32>,
 }
 
 impl Default for ConnOptions {
@@ -42,6 +46,7 @@ impl Default for ConnOptions {
         ConnOptions {
             durability: Durability::Normal,
             busy_timeout: Duration::from_secs(5),
+            max_page_count: None,
         }
     }
 }
@@ -95,6 +100,9 @@ impl SqliteEngine {
         // session's pop or clear, which Python never does. Every cascade is an explicit DELETE.
         conn.pragma_update(None, "foreign_keys", "OFF")?;
         conn.set_prepared_statement_cache_capacity(64);
+        if let (Some(pages), Role::Writer) = (self.options.max_page_count, role) {
+            conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))?;
+        }
         if self.path.is_some() {
             if role == Role::Writer {
                 enable_wal(&conn, self.options.busy_timeout).map_err(|e| not_a_db(e, &what))?;
