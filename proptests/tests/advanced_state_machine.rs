@@ -47,15 +47,18 @@ fn advanced_file_store_full_matches_model() {
     run(Kind::File(Durability::Full), 100);
 }
 
-/// Injected failures: a file capped two pages above its empty size. A write that meets the
+/// Injected failures: a file capped one page above its empty size. A write that meets the
 /// full database changes nothing — messages, structure, usage, reservations, generation, handle
 /// view (I6, I15) — and everything else still matches the model.
 #[test]
 fn advanced_full_database_failures_change_nothing() {
-    run(Kind::TightFile(22), 200);
+    run(Kind::TightFile(21), 200);
     let seen = proptests::FULL_SEEN.load(std::sync::atomic::Ordering::Relaxed);
     eprintln!("full-database failures injected: {seen}");
-    assert!(seen > 0, "the capped file never filled up: nothing was injected");
+    assert!(
+        seen > 0,
+        "the capped file never filled up: nothing was injected"
+    );
 }
 
 #[test]
