@@ -110,6 +110,21 @@ fn main() {
             );
         }
     }
+    for threads in [1usize, 8, 32] {
+        let name = format!("Advanced add_items(1 item), {threads} threads, normal");
+        if wanted(&name) {
+            let dir = tempfile::tempdir().unwrap();
+            let st = Store::builder(dir.path().join("bench.db"))
+                .create_structure_tables(true)
+                .open()
+                .unwrap();
+            let a = st.advanced_session("bench").unwrap().blocking();
+            report(
+                &name,
+                run(threads, move |t, i| a.add_items(vec![item(t, i)]).unwrap()),
+            );
+        }
+    }
     for threads in [1usize, 8] {
         let name = format!("add + pop pairs, {threads} threads");
         if wanted(&name) {

@@ -55,6 +55,13 @@ impl From<rusqlite::Error> for Error {
                     rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked => {
                         Error::Busy(message)
                     }
+                    rusqlite::ErrorCode::ReadOnly => Error::Sqlite {
+                        code: Some(f.extended_code),
+                        message: format!(
+                            "{message} (the database file or its directory cannot be written: \
+                             writes are refused, reads still work)"
+                        ),
+                    },
                     _ => Error::Sqlite {
                         code: Some(f.extended_code),
                         message,
