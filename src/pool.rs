@@ -103,6 +103,18 @@ struct Request<C> {
 struct QueueState<C> {
     items: VecDeque<Request<C>>,
     open: bool,
+    /// Batches taken and requests in them, for [`PoolStats`].
+    batches: u64,
+    taken: u64,
+}
+
+/// Group-commit statistics of a pool's writer since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Transactions the writer ran (one per group).
+    pub write_batches: u64,
+    /// Requests those transactions carried.
+    pub write_requests: u64,
 }
 
 struct Queue<C> {
@@ -118,6 +130,8 @@ impl<C> Queue<C> {
             state: Mutex::new(QueueState {
                 items: VecDeque::new(),
                 open: true,
+                batches: 0,
+                taken: 0,
             }),
             available: Condvar::new(),
             space: Condvar::new(),
@@ -149,6 +163,8 @@ impl<C> Queue<C> {
             if !st.items.is_empty() {
                 let n = st.items.len().min(max);
                 out.extend(st.items.drain(..n));
+                st.batches += 1;
+                st.taken += n as u64;
                 drop(st);
                 self.space.notify_all();
                 return true;
@@ -284,6 +300,15 @@ impl<E: Engine> Pool<E> {
         self.writer.close();
         if let Some(t) = writer {
             let _ = t.join();
+        }
+    }
+
+    /// How many groups the writer committed and how many requests they carried.
+    pub fn stats(&self) -> PoolStats {
+        let st = self.writer.state.lock();
+        PoolStats {
+            write_batches: st.batches,
+            write_requests: st.taken,
         }
     }
 

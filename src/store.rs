@@ -169,6 +169,11 @@ impl Store {
         self.handle.is_closed()
     }
 
+    /// Group-commit statistics of the file's pool (shared by every handle on the file).
+    pub fn pool_stats(&self) -> crate::pool::PoolStats {
+        self.handle.pool().stats()
+    }
+
     /// The table pair this handle reads and writes.
     pub fn tables(&self) -> &Tables {
         self.handle.ctx()

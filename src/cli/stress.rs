@@ -300,6 +300,7 @@ pub fn run(
 
     // Integrity: every acknowledged write is stored, and SQLite finds the file sound.
     let acked = writes.load(Ordering::Relaxed);
+    let groups = base.pool_stats();
     let mut stored = 0u64;
     for s in base.list_sessions_blocking()? {
         if s.session_id == run_id || s.session_id.starts_with(&format!("{run_id}-w")) {
@@ -322,7 +323,9 @@ pub fn run(
         "duration_s": elapsed,
         "writes": acked, "reads": reads.load(Ordering::Relaxed), "errors": errors.total(),
         "errors_by_kind": *errors.0.lock().unwrap(),
-        "writes_per_sec": acked as f64 / elapsed, "reads_per_sec": reads.load(Ordering::Relaxed) as f64 / elapsed,
+        "writes_per_sec": acked as f64 / elapsed,
+        "write_groups": groups.write_batches,
+        "mean_group_size": groups.write_requests as f64 / groups.write_batches.max(1) as f64, "reads_per_sec": reads.load(Ordering::Relaxed) as f64 / elapsed,
         "add_latency_ms": add_hist.summary(), "get_latency_ms": get_hist.summary(),
         "fds": {"start": fd_start, "peak": fd_peak.load(Ordering::Relaxed), "end": fd_end},
         "peak_rss_mb": peak_rss_mb(),
@@ -332,6 +335,11 @@ pub fn run(
         println!("{report}");
     } else {
         println!("writes      {acked} ({:.0}/s)", acked as f64 / elapsed);
+        println!(
+            "groups      {} committed, {:.1} requests each on average",
+            groups.write_batches,
+            report["mean_group_size"].as_f64().unwrap_or(0.0)
+        );
         println!(
             "reads       {} ({:.0}/s)",
             report["reads"],
