@@ -161,6 +161,10 @@ impl Store {
     /// Close this handle (and its clones and sessions); idempotent. Every later call fails with
     /// [`Error::Closed`]. The file's pool — threads and connections — goes away once the last
     /// handle on the file is closed or dropped and the requests it accepted have been served.
+    ///
+    /// Closing (or dropping) the *last* handle of a file blocks the calling thread until that
+    /// drain is done; in async code, do it where blocking is acceptable (for example in
+    /// `tokio::task::spawn_blocking`) if many requests may still be queued.
     pub fn close(&self) {
         self.handle.close();
     }
