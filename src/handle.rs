@@ -89,8 +89,9 @@ impl<E: Engine> Handle<E> {
         }
     }
 
+    /// Closed by `close()`, or its pool died.
     pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
+        self.closed.load(Ordering::Acquire) || self.pool.is_dead()
     }
 
     /// Close this handle (idempotent). The pool stops when its last handle is closed, after

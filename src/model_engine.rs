@@ -2,9 +2,11 @@
 //! real pool, registry and handle code can run under loom (which cannot see inside SQLite) and in
 //! tests that want an in-memory double.
 //!
-//! Its fake connections check the protocol from the inside: each method asserts that no other
-//! thread is inside the same connection (I1), the engine counts opens and closes (I2, I3), and
-//! chosen requests or commits can be made to fail or panic (I6, I15).
+//! Its fake connections check the protocol from the inside: the engine counts opens, closes and
+//! the most connections ever open at once (I2, I3), and chosen requests or commits can be made to
+//! fail or panic (I6, I15). I1 holds by construction — each connection is moved into its thread
+//! and used through `&mut` — so the probe each method enters ([`UseProbe`]) is a tripwire for a
+//! future change that shares one; the loom negative controls show it fires when shared.
 
 use session_model::{Item, Model, Op, Outcome};
 

@@ -20,7 +20,7 @@ use session_model::{Op, Outcome};
 
 use crate::error::{Context, Error, Result};
 use crate::reply::{self, ReplyReceiver, ReplySender};
-use crate::sync::{thread, Arc, Condvar, Mutex};
+use crate::sync::{thread, Arc, AtomicBool, Condvar, Mutex, Ordering};
 
 /// Which connection an engine is asked to open.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -195,12 +195,13 @@ impl<C> Queue<C> {
     }
 }
 
-/// Closes a queue and fails what it holds if its consumer thread unwinds.
-struct AbandonOnUnwind<C>(Arc<Queue<C>>);
+/// Closes a queue and fails what it holds if its consumer thread unwinds; marks the pool dead.
+struct AbandonOnUnwind<C>(Arc<Queue<C>>, Arc<AtomicBool>);
 
 impl<C> Drop for AbandonOnUnwind<C> {
     fn drop(&mut self) {
         if thread::panicking() {
+            self.1.store(true, Ordering::Release);
             self.0.abandon();
         }
     }
@@ -211,6 +212,8 @@ pub struct Pool<E: Engine> {
     writer: Arc<Queue<E::Ctx>>,
     readers: Option<Arc<Queue<E::Ctx>>>,
     threads: Mutex<Vec<thread::JoinHandle<()>>>,
+    /// Set when a pool thread died: the pool then reports itself closed.
+    dead: Arc<AtomicBool>,
     engine: Arc<E>,
     config: PoolConfig,
 }
@@ -223,6 +226,7 @@ impl<E: Engine> Pool<E> {
             writer: Arc::new(Queue::new(config.queue_cap)),
             readers: (config.readers > 0).then(|| Arc::new(Queue::new(config.queue_cap))),
             threads: Mutex::new(Vec::new()),
+            dead: Arc::new(AtomicBool::new(false)),
             engine: Arc::new(engine),
             config,
         };
@@ -252,8 +256,9 @@ impl<E: Engine> Pool<E> {
                 format!("agent-sessions-reader-{n}"),
             ),
         };
+        let dead = self.dead.clone();
         let handle = thread::spawn(name, move || {
-            let _guard = AbandonOnUnwind(queue.clone());
+            let _guard = AbandonOnUnwind(queue.clone(), dead);
             let conn = match engine.open(role) {
                 Ok(conn) => conn,
                 Err(e) => return ready_tx.send(Err(e)),
@@ -295,12 +300,18 @@ impl<E: Engine> Pool<E> {
         }
         let writer = (!threads.is_empty()).then(|| threads.remove(0));
         for t in threads {
-            let _ = t.join();
+            join(t);
         }
         self.writer.close();
         if let Some(t) = writer {
-            let _ = t.join();
+            join(t);
         }
+    }
+
+    /// Whether a pool thread died (a panic outside any request): every call then fails with
+    /// `Closed`, and the file must be closed by all its handles before it can be reopened.
+    pub fn is_dead(&self) -> bool {
+        self.dead.load(Ordering::Acquire)
     }
 
     /// How many groups the writer committed and how many requests they carried.
@@ -323,6 +334,14 @@ impl<E: Engine> Pool<E> {
     }
 }
 
+/// Join a pool thread — unless it is the calling thread (a pool thread can drop the last handle
+/// of its own pool, e.g. through a waker that owned a task): it is already on its way out.
+fn join(t: thread::JoinHandle<()>) {
+    if !thread::is_current(&t) {
+        let _ = t.join();
+    }
+}
+
 impl<E: Engine> Drop for Pool<E> {
     fn drop(&mut self) {
         self.shutdown();
@@ -342,6 +361,11 @@ fn reader_loop<C: Connection>(mut conn: C, queue: &Queue<C::Ctx>, config: PoolCo
     while queue.pop_batch(1, &mut batch) {
         for req in batch.drain(..) {
             let result = guarded(|| conn.read(&req.ctx, &req.op));
+            if result.is_err() && conn.in_transaction() {
+                // A read that failed (or panicked) inside its snapshot must not leave it open:
+                // later reads would fail and the WAL could never be checkpointed.
+                conn.rollback();
+            }
             req.reply.send(in_session(result, &req.op));
         }
     }

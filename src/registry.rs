@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::pool::{Engine, Pool};
 use crate::sync::{Arc, Condvar, Mutex};
 
@@ -54,6 +54,13 @@ impl<K: Eq + Hash + Clone, E: Engine> Registry<K, E> {
         let mut slots = self.slots.lock();
         loop {
             match slots.get_mut(key) {
+                Some(Slot::Live { pool, .. }) if pool.is_dead() => {
+                    return Err(Error::Internal(
+                        "the pool of this file died (one of its threads panicked); close every \
+                         handle on the file, then open it again"
+                            .into(),
+                    ))
+                }
                 Some(Slot::Live { pool, handles }) => {
                     check(pool)?;
                     *handles += 1;
@@ -68,7 +75,9 @@ impl<K: Eq + Hash + Clone, E: Engine> Registry<K, E> {
         drop(slots);
         // Opened without the registry lock: opening may wait on SQLite's busy timeout, and other
         // files must not wait behind it.
+        let vacate = Vacate(self, key);
         let opened = open().map(Arc::new);
+        std::mem::forget(vacate);
         let mut slots = self.slots.lock();
         let result = match opened {
             Ok(pool) => {
@@ -107,10 +116,10 @@ impl<K: Eq + Hash + Clone, E: Engine> Registry<K, E> {
             slots.insert(key.clone(), Slot::Closing(pool.clone()));
             pool
         };
+        let vacate = Vacate(self, key);
         closing.shutdown();
         drop(closing);
-        self.slots.lock().remove(key);
-        self.changed.notify_all();
+        drop(vacate);
     }
 
     /// Number of files with a pool (open, opening or closing).
@@ -120,5 +129,16 @@ impl<K: Eq + Hash + Clone, E: Engine> Registry<K, E> {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Frees a key that is `Opening` or `Closing` and wakes its waiters: when the transition ends,
+/// and also if it unwinds (a panicking open or shutdown must not leave waiters blocked forever).
+struct Vacate<'a, K: Eq + Hash, E: Engine>(&'a Registry<K, E>, &'a K);
+
+impl<K: Eq + Hash, E: Engine> Drop for Vacate<'_, K, E> {
+    fn drop(&mut self) {
+        self.0.slots.lock().remove(self.1);
+        self.0.changed.notify_all();
     }
 }

@@ -71,8 +71,9 @@ impl<T> ReplySender<T> {
         };
         shared.ready.notify_all();
         // Woken outside the lock: a waker may run the task inline and poll straight back in.
+        // A panicking waker is the executor's bug; it must not kill the pool thread sending.
         if let Some(w) = waker {
-            w.wake();
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.wake()));
         }
     }
 }
@@ -91,6 +92,15 @@ impl<T> ReplyReceiver<T> {
             slot = self.shared.ready.wait(slot);
         }
         slot.value.take().unwrap_or(Err(Error::Closed))
+    }
+}
+
+impl<T> Drop for ReplyReceiver<T> {
+    fn drop(&mut self) {
+        // A caller that gave up: release its waker now (it may keep a whole task alive), and
+        // drop it outside the lock.
+        let waker = self.shared.slot.lock().waker.take();
+        drop(waker);
     }
 }
 

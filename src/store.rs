@@ -297,7 +297,8 @@ impl StoreBuilder {
         self
     }
 
-    /// Most writes committed in one transaction (default 256).
+    /// Most writes committed in one transaction (default 256). Like the reader count, fixed by
+    /// the first opener of the file in the process (later openers' values are not used).
     pub fn batch_max(mut self, n: usize) -> Self {
         self.pool.batch_max = n.max(1);
         self
@@ -380,7 +381,21 @@ fn compatible(
 /// The registry key of a file: its canonical path, also when it does not exist yet (then its
 /// directory's canonical path plus its name).
 fn canonical(path: &Path) -> Result<PathBuf> {
-    if let Ok(p) = std::fs::canonicalize(path) {
+    // A dangling symlink names the file SQLite will create at its target: follow it first, or
+    // the same file would get two keys (and two writers) before and after it exists.
+    let mut path = path.to_path_buf();
+    for _ in 0..40 {
+        match std::fs::read_link(&path) {
+            Ok(target) => {
+                path = match path.parent() {
+                    Some(dir) if target.is_relative() => dir.join(target),
+                    _ => target,
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    if let Ok(p) = std::fs::canonicalize(&path) {
         return Ok(p);
     }
     let name = path

@@ -57,6 +57,11 @@ mod imp {
         {
             std::thread::Builder::new().name(name).spawn(f)
         }
+
+        /// Whether `t` is the calling thread (joining it would deadlock).
+        pub fn is_current<T>(t: &JoinHandle<T>) -> bool {
+            t.thread().id() == std::thread::current().id()
+        }
     }
 }
 
@@ -111,6 +116,11 @@ mod imp {
             T: Send + 'static,
         {
             loom::thread::Builder::new().name(name).spawn(f)
+        }
+
+        /// Pool threads never drop their own pool in loom scenarios.
+        pub fn is_current<T>(_t: &JoinHandle<T>) -> bool {
+            false
         }
     }
 }

@@ -359,3 +359,22 @@ async fn async_api_matches_blocking_api() {
         assert_eq!(session.pop_item().await.unwrap(), Some(json!(2)));
     }
 }
+
+#[test]
+fn a_dangling_symlink_and_its_target_share_one_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("link.db");
+    std::os::unix::fs::symlink("target.db", &link).unwrap();
+    let first = Store::builder(&link).readers(2).open().unwrap();
+    assert!(dir.path().join("target.db").exists());
+    // Same file (now existing) through the link and directly: same pool, so other
+    // connection settings are refused rather than given a second writer.
+    for path in [link.clone(), dir.path().join("target.db")] {
+        let err = Store::builder(&path).readers(1).open().err();
+        assert!(
+            matches!(err, Some(Error::InvalidArgument(_))),
+            "{path:?}: {err:?}"
+        );
+    }
+    first.close();
+}

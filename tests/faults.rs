@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use agent_sessions::handle::{Handle, Owner};
 use agent_sessions::model_engine::{panicking_item, ModelEngine};
 use agent_sessions::pool::{Pool, PoolConfig};
-use agent_sessions::{Error, Op, Outcome, Store};
+use agent_sessions::{Error, Op, Store};
 use serde_json::json;
 
 fn add(item: serde_json::Value) -> Op {
@@ -106,13 +106,14 @@ fn a_dying_writer_fails_its_callers_instead_of_hanging() {
         assert_eq!(c.join().unwrap(), Err(Error::Closed));
     }
     assert_eq!(h.call_blocking(add(json!("later"))), Err(Error::Closed));
-    // Reads still have their own threads and see the last committed state.
+    // The store reports itself closed, reads included: no half-working state.
+    assert!(h.is_closed());
     assert_eq!(
         h.call_blocking(Op::GetItems {
             session: "s".into(),
             limit: None
         }),
-        Ok(Outcome::Items(vec![json!("kept")]))
+        Err(Error::Closed)
     );
     h.close();
     assert_eq!(engine.stats.open_now(), 0);
