@@ -413,6 +413,23 @@ fn loom_registry_first_openers_race() {
     });
 }
 
+/// I4 in the reply one-shot itself: a sender dropped unsent (its thread died, its queue was
+/// abandoned) completes the receiver with `Closed`, for the blocking and the async form alike.
+#[test]
+fn loom_reply_sender_dropped_unsent_completes_with_closed() {
+    model("reply_dropped_unsent", || {
+        let (tx, rx) = agent_sessions::reply::channel::<Outcome>();
+        let (tx2, rx2) = agent_sessions::reply::channel::<Outcome>();
+        let t = thread::spawn(move || {
+            drop(tx);
+            tx2.send(Ok(Outcome::Done));
+        });
+        assert_eq!(rx.wait(), Err(Error::Closed));
+        assert_eq!(loom::future::block_on(rx2), Ok(Outcome::Done));
+        t.join().unwrap();
+    });
+}
+
 #[test]
 fn loom_group_commit_isolates_a_failing_request() {
     model("group_commit_isolates_a_failing_request", || {
