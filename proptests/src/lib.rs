@@ -20,6 +20,38 @@ pub fn cases(ci_default: u32) -> u32 {
         .unwrap_or(ci_default)
 }
 
+/// Run `check` on `cases(n)` values of `strategy`. Failing seeds are kept in the `regressions`
+/// file (relative to the crate; replayed first next time) when one is named; negative controls
+/// pass `None`. Returns proptest's verdict (with the minimal failing case) as text.
+pub fn run_property<S: Strategy>(
+    n: u32,
+    regressions: Option<&'static str>,
+    strategy: S,
+    check: impl Fn(S::Value) -> Result<(), String>,
+) -> Result<(), String> {
+    let config = proptest::test_runner::Config {
+        cases: cases(n),
+        failure_persistence: regressions
+            .map(|path| Box::new(proptest::test_runner::FileFailurePersistence::Direct(path)) as _),
+        ..proptest::test_runner::Config::default()
+    };
+    proptest::test_runner::TestRunner::new(config)
+        .run(&strategy, |v| {
+            check(v).map_err(proptest::test_runner::TestCaseError::fail)
+        })
+        .map_err(|e| e.to_string())
+}
+
+/// Assert that the capped-file runs of this process met at least one injected "full" failure.
+pub fn assert_full_was_injected() {
+    let seen = FULL_SEEN.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!("full-database failures injected: {seen}");
+    assert!(
+        seen > 0,
+        "the capped file never filled up: nothing was injected"
+    );
+}
+
 pub const SESSIONS: [&str; 3] = ["a", "b", "ü'%_\"; --"];
 
 pub fn session() -> impl Strategy<Value = String> {
@@ -388,6 +420,57 @@ pub struct Event {
     pub result: Result<Outcome, Error>,
     pub invoked: u64,
     pub returned: u64,
+}
+
+/// The operation a thread actually sent, and its result.
+pub type Call = (Op, Result<Outcome, Error>);
+
+/// Run each thread's operations on its own store handle, all threads released together, and
+/// stamp every call's invocation and response with one logical clock. `call` turns an input into
+/// the operation actually sent (with any per-thread state, e.g. a branch pointer) and its result.
+pub fn record_concurrently<T, S>(
+    threads: Vec<(Store, Vec<T>)>,
+    state: fn() -> S,
+    call: fn(&Store, &mut S, T) -> Call,
+) -> Vec<Event>
+where
+    T: Send + 'static,
+    S: 'static,
+{
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Barrier;
+    let clock = Arc::new(AtomicU64::new(0));
+    let barrier = Arc::new(Barrier::new(threads.len()));
+    let workers: Vec<_> = threads
+        .into_iter()
+        .enumerate()
+        .map(|(t, (store, inputs))| {
+            let (clock, barrier) = (clock.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let mut s = state();
+                barrier.wait();
+                inputs
+                    .into_iter()
+                    .map(|input| {
+                        let invoked = clock.fetch_add(1, Ordering::SeqCst);
+                        let (op, result) = call(&store, &mut s, input);
+                        let returned = clock.fetch_add(1, Ordering::SeqCst);
+                        Event {
+                            thread: t,
+                            op,
+                            result,
+                            invoked,
+                            returned,
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    workers
+        .into_iter()
+        .flat_map(|w| w.join().expect("worker"))
+        .collect()
 }
 
 /// Wing–Gong search: is there a total order of `history`, consistent with real time (an event

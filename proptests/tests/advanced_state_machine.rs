@@ -10,29 +10,18 @@
 //! anchors), I15 (failed ops change nothing). `PROPTEST_CASES=N` for soak runs.
 
 use agent_sessions::Durability;
-use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestRunner};
 use proptests::advanced::{astep, check_advanced, ForgetsViews};
-use proptests::{cases, Kind, SqliteTarget};
-
-fn config(n: u32, persist: bool) -> Config {
-    Config {
-        cases: cases(n),
-        failure_persistence: persist.then(|| {
-            Box::new(FileFailurePersistence::Direct(
-                "regressions/advanced_state_machine.txt",
-            )) as _
-        }),
-        ..Config::default()
-    }
-}
+use proptests::{assert_full_was_injected, run_property, Kind, SqliteTarget};
 
 fn run(kind: Kind, n: u32) {
-    let mut runner = TestRunner::new(config(n, true));
-    let result = runner.run(&proptest::collection::vec(astep(), 1..50), |steps| {
-        let mut target = SqliteTarget::new(kind);
-        check_advanced(&mut target, &steps).map_err(TestCaseError::fail)
-    });
-    if let Err(e) = result {
+    let steps = proptest::collection::vec(astep(), 1..50);
+    let verdict = run_property(
+        n,
+        Some("regressions/advanced_state_machine.txt"),
+        steps,
+        |steps| check_advanced(&mut SqliteTarget::new(kind), &steps),
+    );
+    if let Err(e) = verdict {
         panic!("{e}");
     }
 }
@@ -53,12 +42,7 @@ fn advanced_file_store_full_matches_model() {
 #[test]
 fn advanced_full_database_failures_change_nothing() {
     run(Kind::TightFile(21), 200);
-    let seen = proptests::FULL_SEEN.load(std::sync::atomic::Ordering::Relaxed);
-    eprintln!("full-database failures injected: {seen}");
-    assert!(
-        seen > 0,
-        "the capped file never filled up: nothing was injected"
-    );
+    assert_full_was_injected();
 }
 
 #[test]
@@ -68,12 +52,11 @@ fn advanced_memory_store_matches_model() {
 
 #[test]
 fn negative_control_a_handle_that_forgets_its_branch_is_caught() {
-    let mut runner = TestRunner::new(config(300, false));
-    let result = runner.run(&proptest::collection::vec(astep(), 1..50), |steps| {
-        let mut target = ForgetsViews(SqliteTarget::new(Kind::Memory));
-        check_advanced(&mut target, &steps).map_err(TestCaseError::fail)
+    let steps = proptest::collection::vec(astep(), 1..50);
+    let verdict = run_property(300, None, steps, |steps| {
+        check_advanced(&mut ForgetsViews(SqliteTarget::new(Kind::Memory)), &steps)
     });
-    match result {
+    match verdict {
         Err(e) => eprintln!("negative control (forgotten handle state): caught: {e}"),
         Ok(()) => panic!("a handle that forgets its branch pointer went unnoticed"),
     }

@@ -6,15 +6,21 @@
 //! acknowledged before they began), I8 (no item popped twice), I4 (every call answered).
 //! Negative control: known non-linearizable histories are rejected by the checker.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Barrier};
-
 use agent_sessions::{Op, Outcome, Store};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestRunner};
-use proptests::{any_op, cases, linearize, model_apply, write_op, Event};
+use proptests::{
+    any_op, linearize, model_apply, record_concurrently, run_property, write_op, Event,
+};
 use serde_json::json;
 use session_model::Model;
+
+/// Check one history: a verdict for `run_property`.
+fn linearizable(model: &Model, history: &[Event]) -> Result<(), String> {
+    match linearize(model, history) {
+        Some(_) => Ok(()),
+        None => Err(format!("no linearization of history {history:#?}")),
+    }
+}
 
 fn run_history(prefix: &[Op], threads: &[Vec<Op>]) -> (Model, Vec<Event>) {
     let dir = tempfile::tempdir().unwrap();
@@ -30,63 +36,37 @@ fn run_history(prefix: &[Op], threads: &[Vec<Op>]) -> (Model, Vec<Event>) {
             "sequential prefix diverged at {op:?}"
         );
     }
-    let clock = Arc::new(AtomicU64::new(0));
-    let barrier = Arc::new(Barrier::new(threads.len()));
-    let workers: Vec<_> = threads
+    let threads = threads
         .iter()
-        .enumerate()
-        .map(|(t, ops)| {
-            let store = Store::open(&path).unwrap();
-            let (clock, barrier, ops) = (clock.clone(), barrier.clone(), ops.clone());
-            std::thread::spawn(move || {
-                barrier.wait();
-                ops.into_iter()
-                    .map(|op| {
-                        let invoked = clock.fetch_add(1, Ordering::SeqCst);
-                        let result = store.execute_blocking(op.clone());
-                        let returned = clock.fetch_add(1, Ordering::SeqCst);
-                        Event {
-                            thread: t,
-                            op,
-                            result,
-                            invoked,
-                            returned,
-                        }
-                    })
-                    .collect::<Vec<_>>()
-            })
-        })
+        .map(|ops| (Store::open(&path).unwrap(), ops.clone()))
         .collect();
-    let history = workers
-        .into_iter()
-        .flat_map(|w| w.join().unwrap())
-        .collect();
+    let history = record_concurrently(
+        threads,
+        || (),
+        |store, _, op: Op| {
+            let result = store.execute_blocking(op.clone());
+            (op, result)
+        },
+    );
     (model, history)
 }
 
 #[test]
 fn concurrent_histories_are_linearizable() {
-    let mut runner = TestRunner::new(Config {
-        cases: cases(300),
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-            "regressions/linearizability.txt",
-        ))),
-        ..Config::default()
-    });
     let strategy = (
         prop::collection::vec(write_op(), 0..6),
         prop::collection::vec(prop::collection::vec(any_op(), 4..=5), 3),
     );
-    let result = runner.run(&strategy, |(prefix, threads)| {
-        let (model, history) = run_history(&prefix, &threads);
-        match linearize(&model, &history) {
-            Some(_) => Ok(()),
-            None => Err(TestCaseError::fail(format!(
-                "no linearization of history {history:#?}"
-            ))),
-        }
-    });
-    if let Err(e) = result {
+    let verdict = run_property(
+        300,
+        Some("regressions/linearizability.txt"),
+        strategy,
+        |(prefix, threads)| {
+            let (model, history) = run_history(&prefix, &threads);
+            linearizable(&model, &history)
+        },
+    );
+    if let Err(e) = verdict {
         panic!("{e}");
     }
 }
@@ -218,42 +198,16 @@ mod advanced {
             proptests::normalize(first.execute_blocking(setup)),
             proptests::normalize(want)
         );
-        let clock = Arc::new(AtomicU64::new(0));
-        let barrier = Arc::new(Barrier::new(threads.len()));
-        let workers: Vec<_> = threads
-            .iter()
-            .enumerate()
-            .map(|(t, ops)| {
-                let store = open();
-                let (clock, barrier, ops) = (clock.clone(), barrier.clone(), ops.clone());
-                std::thread::spawn(move || {
-                    let pointer = BranchPointer::new(); // this thread's handle
-                    barrier.wait();
-                    ops.into_iter()
-                        .map(|op| {
-                            let (sent, op) = pointer.prepare("s", op);
-                            let invoked = clock.fetch_add(1, Ordering::SeqCst);
-                            let result = store.execute_blocking(op.clone());
-                            let returned = clock.fetch_add(1, Ordering::SeqCst);
-                            if let Ok(o) = &result {
-                                pointer.finish(&sent, o.clone()).unwrap();
-                            }
-                            Event {
-                                thread: t,
-                                op,
-                                result,
-                                invoked,
-                                returned,
-                            }
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        let history = workers
-            .into_iter()
-            .flat_map(|w| w.join().unwrap())
-            .collect();
+        let threads = threads.iter().map(|ops| (open(), ops.clone())).collect();
+        // Each thread is one handle: its own branch pointer, merged after every call.
+        let history = record_concurrently(threads, BranchPointer::new, |store, pointer, op| {
+            let (sent, op) = pointer.prepare("s", op);
+            let result = store.execute_blocking(op.clone());
+            if let Ok(o) = &result {
+                pointer.finish(&sent, o.clone()).unwrap();
+            }
+            (op, result)
+        });
         (model, history)
     }
 
@@ -261,28 +215,17 @@ mod advanced {
     /// the history must have a real-time-consistent order with the model's outcomes (I5, I12).
     #[test]
     fn advanced_histories_with_clears_and_switches_are_linearizable() {
-        let mut runner = TestRunner::new(Config {
-            cases: cases(150),
-            failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-                "regressions/linearizability_advanced.txt",
-            ))),
-            ..Config::default()
-        });
         let strategy = (
             prop::collection::vec(op(0), 3..=4),
             prop::collection::vec(op(1), 3..=4),
             prop::collection::vec(op(2), 3..=4),
         );
-        let result = runner.run(&strategy, |(a, b, c)| {
+        let regressions = Some("regressions/linearizability_advanced.txt");
+        let verdict = run_property(150, regressions, strategy, |(a, b, c)| {
             let (model, history) = run(&[a, b, c]);
-            match linearize(&model, &history) {
-                Some(_) => Ok(()),
-                None => Err(TestCaseError::fail(format!(
-                    "no linearization of {history:#?}"
-                ))),
-            }
+            linearizable(&model, &history)
         });
-        if let Err(e) = result {
+        if let Err(e) = verdict {
             panic!("{e}");
         }
     }

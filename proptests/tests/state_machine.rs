@@ -8,31 +8,17 @@
 //! caught. `PROPTEST_CASES=N` raises the case count for soak runs.
 
 use agent_sessions::Durability;
-use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestRunner};
 use proptests::{
-    cases, check_sequence, step, DropsAdds, Kind, ReordersBatches, SqliteTarget, Target,
+    assert_full_was_injected, check_sequence, run_property, step, DropsAdds, Kind, ReordersBatches,
+    SqliteTarget, Target,
 };
 
-fn config(n: u32, persist: bool) -> Config {
-    Config {
-        cases: cases(n),
-        failure_persistence: persist.then(|| {
-            Box::new(FileFailurePersistence::Direct(
-                "regressions/state_machine.txt",
-            )) as _
-        }),
-        ..Config::default()
-    }
-}
-
 fn run(kind: Kind, n: u32) {
-    let mut runner = TestRunner::new(config(n, true));
     let steps = proptest::collection::vec(step(), 1..40);
-    let result = runner.run(&steps, |steps| {
-        let mut target = SqliteTarget::new(kind);
-        check_sequence(&mut target, &steps).map_err(TestCaseError::fail)
+    let verdict = run_property(n, Some("regressions/state_machine.txt"), steps, |steps| {
+        check_sequence(&mut SqliteTarget::new(kind), &steps)
     });
-    if let Err(e) = result {
+    if let Err(e) = verdict {
         panic!("{e}");
     }
 }
@@ -53,12 +39,7 @@ fn file_store_full_matches_model() {
 #[test]
 fn full_database_failures_change_nothing() {
     run(Kind::TightFile(22), 300);
-    let seen = proptests::FULL_SEEN.load(std::sync::atomic::Ordering::Relaxed);
-    eprintln!("full-database failures injected: {seen}");
-    assert!(
-        seen > 0,
-        "the capped file never filled up: nothing was injected"
-    );
+    assert_full_was_injected();
 }
 
 #[test]
@@ -67,13 +48,10 @@ fn memory_store_matches_model() {
 }
 
 fn expect_caught(make: impl Fn() -> Box<dyn Target>, what: &str) {
-    let mut runner = TestRunner::new(config(200, false));
     let steps = proptest::collection::vec(step(), 1..40);
-    let result = runner.run(&steps, |steps| {
-        let mut target = make();
-        check_sequence(target.as_mut(), &steps).map_err(TestCaseError::fail)
-    });
-    match result {
+    match run_property(200, None, steps, |steps| {
+        check_sequence(make().as_mut(), &steps)
+    }) {
         Err(e) => eprintln!("negative control {what}: caught, minimal case: {e}"),
         Ok(()) => panic!("negative control {what}: the state machine did not catch it"),
     }
