@@ -186,3 +186,42 @@ fn check_passes_a_sound_file_and_fails_on_corrupt_rows() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("corrupt message rows"));
 }
+
+#[test]
+fn stress_reports_its_figures_and_fails_when_a_write_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("stress.db");
+    let args = [
+        "stress",
+        "--writers",
+        "4",
+        "--readers",
+        "2",
+        "--duration",
+        "0.5",
+        "--json",
+    ];
+    let out = cli(&db, &args, None);
+    let report: serde_json::Value =
+        serde_json::from_str(stdout(&out).lines().last().unwrap()).unwrap();
+    assert_eq!(report["integrity_ok"], true, "{report}");
+    assert!(report["writes"].as_u64().unwrap() > 0);
+    assert_eq!(report["writes"], report["stored_rows"]);
+    for key in [
+        "writes_per_sec",
+        "reads_per_sec",
+        "add_latency_ms",
+        "fds",
+        "peak_rss_mb",
+    ] {
+        assert!(!report[key].is_null(), "missing {key}");
+    }
+    // Negative control: one acknowledged row goes missing, and stress must say so (exit 1).
+    let mut lossy = args.to_vec();
+    lossy.push("--lose-one-write");
+    let out = cli(&db, &lossy, None);
+    assert_eq!(out.status.code(), Some(1), "a lost write went unnoticed");
+    let report: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(report["integrity_ok"], false);
+}

@@ -42,6 +42,9 @@ pub struct Args {
     /// Run on this file instead of a temporary one (kept afterwards).
     #[arg(long = "on")]
     on: Option<PathBuf>,
+    /// Negative control for the integrity check: delete one acknowledged row before checking.
+    #[arg(long, hide = true)]
+    lose_one_write: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -298,6 +301,15 @@ pub fn run(
     eprintln!();
     fd_peak.fetch_max(count_fds() as u64, Ordering::Relaxed);
 
+    if args.lose_one_write {
+        rusqlite::Connection::open(&path)?.execute(
+            &format!(
+                "DELETE FROM {m} WHERE id = (SELECT MAX(id) FROM {m} WHERE session_id LIKE ?1)",
+                m = base.tables().messages.sql()
+            ),
+            [format!("{run_id}%")],
+        )?;
+    }
     // Integrity: every acknowledged write is stored, and SQLite finds the file sound.
     let acked = writes.load(Ordering::Relaxed);
     let groups = base.pool_stats();
