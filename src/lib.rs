@@ -24,8 +24,9 @@
 //!
 //! Layers, bottom up: [`sync`] (the shim every primitive comes from), [`reply`] (one-shot
 //! answers), [`pool`] (writer + readers, group commit), [`registry`] (one pool per file),
-//! [`handle`] (closable handles), engines ([`sqlite`], [`model_engine`]), and the public
-//! [`Store`] and sessions.
+//! [`handle`] (closable handles), [`pointer`] (an Advanced handle's branch pointer), engines
+//! ([`sqlite`], [`model_engine`]), and the public [`Store`] and sessions ([`session`],
+//! [`advanced`]).
 
 pub mod advanced;
 pub mod error;
