@@ -24,7 +24,7 @@
 //!
 //! Layers, bottom up: [`sync`] (the shim every primitive comes from), [`reply`] (one-shot
 //! answers), [`pool`] (writer + readers, group commit), [`registry`] (one pool per file),
-//! [`handle`] (closable handles), [`pointer`] (an Advanced handle's branch pointer), engines
+//! [`handle`] (closable handles), [`pointer`](mod@pointer) (an Advanced handle's branch pointer), engines
 //! ([`sqlite`], [`model_engine`]), and the public [`Store`] and sessions ([`session`],
 //! [`advanced`]).
 
