@@ -74,10 +74,14 @@ impl<E: Engine> Handle<E> {
         self.submit(op)?.wait()
     }
 
-    /// Run `op` and await its outcome. Dropping the future after the first poll does not cancel
-    /// the operation (I7).
+    /// Run `op` and await its outcome, suspending (never blocking the thread) while the queue
+    /// is full. Once the request is queued, dropping the future does not cancel it (I7).
     pub async fn call(&self, op: Op) -> Result<Outcome> {
-        self.submit(op)?.await
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        op.validate()?;
+        self.pool.submit_async(&self.ctx, op).await?.await
     }
 
     /// Fail with `Closed` if the handle is closed.

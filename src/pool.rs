@@ -15,6 +15,7 @@
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::task::{Context as TaskContext, Poll, Waker};
 
 use session_model::{Op, Outcome};
 
@@ -77,7 +78,8 @@ pub struct PoolConfig {
     pub readers: usize,
     /// Most requests committed together.
     pub batch_max: usize,
-    /// Most requests waiting in one queue; submitters block beyond it.
+    /// Most requests waiting in one queue; beyond it blocking submitters wait on the thread,
+    /// async ones are suspended.
     pub queue_cap: usize,
     #[doc(hidden)]
     pub faults: Faults,
@@ -103,6 +105,8 @@ struct Request<C> {
 struct QueueState<C> {
     items: VecDeque<Request<C>>,
     open: bool,
+    /// Async submitters waiting for space (blocking ones wait on the `space` condvar).
+    space_waiters: Vec<Waker>,
     /// Batches taken and requests in them, for [`PoolStats`].
     batches: u64,
     taken: u64,
@@ -130,6 +134,7 @@ impl<C> Queue<C> {
             state: Mutex::new(QueueState {
                 items: VecDeque::new(),
                 open: true,
+                space_waiters: Vec::new(),
                 batches: 0,
                 taken: 0,
             }),
@@ -156,6 +161,37 @@ impl<C> Queue<C> {
         Ok(())
     }
 
+    /// The async form of [`Queue::push`]: `Ready` once queued (or closed), else `Pending` with
+    /// the waker registered — under the same lock that `free_space` takes, so no wake-up is lost.
+    fn poll_push(
+        &self,
+        req: &mut Option<Request<C>>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Result<()>> {
+        let mut st = self.state.lock();
+        if !st.open {
+            return Poll::Ready(Err(Error::Closed));
+        }
+        if st.items.len() >= self.cap {
+            st.space_waiters.push(cx.waker().clone());
+            return Poll::Pending;
+        }
+        if let Some(req) = req.take() {
+            st.items.push_back(req);
+        }
+        drop(st);
+        self.available.notify_one();
+        Poll::Ready(Ok(()))
+    }
+
+    /// Wake every submitter waiting for space (call without the lock held).
+    fn free_space(&self, waiters: Vec<Waker>) {
+        self.space.notify_all();
+        for w in waiters {
+            w.wake();
+        }
+    }
+
     /// Move up to `max` requests into `out`; `false` once the queue is closed and empty.
     fn pop_batch(&self, max: usize, out: &mut Vec<Request<C>>) -> bool {
         let mut st = self.state.lock();
@@ -165,8 +201,9 @@ impl<C> Queue<C> {
                 out.extend(st.items.drain(..n));
                 st.batches += 1;
                 st.taken += n as u64;
+                let waiters = std::mem::take(&mut st.space_waiters);
                 drop(st);
-                self.space.notify_all();
+                self.free_space(waiters);
                 return true;
             }
             if !st.open {
@@ -177,20 +214,27 @@ impl<C> Queue<C> {
     }
 
     fn close(&self) {
-        self.state.lock().open = false;
+        let waiters = {
+            let mut st = self.state.lock();
+            st.open = false;
+            std::mem::take(&mut st.space_waiters)
+        };
         self.available.notify_all();
-        self.space.notify_all();
+        self.free_space(waiters);
     }
 
     /// Close and fail everything still queued (used when a pool thread dies).
     fn abandon(&self) {
-        let left: Vec<Request<C>> = {
+        let (left, waiters): (Vec<Request<C>>, _) = {
             let mut st = self.state.lock();
             st.open = false;
-            st.items.drain(..).collect()
+            (
+                st.items.drain(..).collect(),
+                std::mem::take(&mut st.space_waiters),
+            )
         };
         self.available.notify_all();
-        self.space.notify_all();
+        self.free_space(waiters);
         drop(left); // each sender completes its receiver with `Closed`
     }
 }
@@ -275,10 +319,7 @@ impl<E: Engine> Pool<E> {
 
     /// Queue `op`; the receiver yields its outcome. Fails with `Closed` once shut down.
     pub fn submit(&self, ctx: &Arc<E::Ctx>, op: Op) -> Result<ReplyReceiver<Outcome>> {
-        let queue = match &self.readers {
-            Some(r) if !op.is_write() => r,
-            _ => &self.writer,
-        };
+        let queue = self.queue_for(&op);
         let (tx, rx) = reply::channel();
         queue.push(Request {
             ctx: ctx.clone(),
@@ -286,6 +327,26 @@ impl<E: Engine> Pool<E> {
             reply: tx,
         })?;
         Ok(rx)
+    }
+
+    /// The async form of [`Pool::submit`]: waits for queue space without blocking the thread.
+    pub async fn submit_async(&self, ctx: &Arc<E::Ctx>, op: Op) -> Result<ReplyReceiver<Outcome>> {
+        let queue = self.queue_for(&op);
+        let (tx, rx) = reply::channel();
+        let mut req = Some(Request {
+            ctx: ctx.clone(),
+            op,
+            reply: tx,
+        });
+        std::future::poll_fn(|cx| queue.poll_push(&mut req, cx)).await?;
+        Ok(rx)
+    }
+
+    fn queue_for(&self, op: &Op) -> &Queue<E::Ctx> {
+        match &self.readers {
+            Some(r) if !op.is_write() => r,
+            _ => &self.writer,
+        }
     }
 
     /// Stop accepting, drain what was accepted, close every connection and join every thread.

@@ -430,6 +430,50 @@ fn loom_reply_sender_dropped_unsent_completes_with_closed() {
     });
 }
 
+/// I4 with a full queue (capacity 1): an async submitter is suspended, not blocked, and woken
+/// when space frees; the other submitter is async too, or blocking (waits on the condvar). Every
+/// request is served exactly once.
+fn submitters_wait_for_queue_space(other_blocks: bool) {
+    let engine = ModelEngine::new();
+    let pool = Pool::open(
+        engine.clone(),
+        PoolConfig {
+            readers: 0,
+            batch_max: 8,
+            queue_cap: 1,
+            faults: Faults::default(),
+        },
+    )
+    .unwrap();
+    let h = Arc::new(Handle::new(Arc::new(pool), Owner::Private, ()));
+    let h2 = h.clone();
+    let other = thread::spawn(move || {
+        let op = add("s", json!("other"));
+        if other_blocks {
+            h2.call_blocking(op)
+        } else {
+            loom::future::block_on(h2.call(op))
+        }
+    });
+    let mine = loom::future::block_on(h.call(add("s", json!("mine"))));
+    assert_eq!(mine, Ok(Outcome::Done));
+    assert_eq!(other.join().unwrap(), Ok(Outcome::Done));
+    h.close();
+    let mut stored = engine.snapshot().rows("s");
+    stored.sort_by_key(|v| v.as_ref().map(|v| v.to_string()));
+    assert_eq!(stored, vec![Some(json!("mine")), Some(json!("other"))]);
+}
+
+#[test]
+fn loom_submitters_wait_for_queue_space() {
+    model("async_submitters_wait_for_space", || {
+        submitters_wait_for_queue_space(false)
+    });
+    model("async_and_blocking_submitters_wait_for_space", || {
+        submitters_wait_for_queue_space(true)
+    });
+}
+
 #[test]
 fn loom_group_commit_isolates_a_failing_request() {
     model("group_commit_isolates_a_failing_request", || {
