@@ -30,7 +30,7 @@
 
 use serde_json::Value;
 use session_model::advanced::AdvancedAnswer as A;
-use session_model::{AdvancedAnswer, AdvancedOp, Item, Outcome};
+use session_model::{AdvancedAnswer, AdvancedOp, Item};
 
 pub use session_model::{
     BranchInfo, HandleView, ToolUse, TurnAnchor, TurnGroup, TurnItem, TurnUsage, Usage, UsageTotals,
@@ -39,7 +39,7 @@ pub use session_model::{
 use crate::error::Result;
 use crate::pointer::BranchPointer;
 use crate::session::{BoxFuture, Session, SessionSettings};
-use crate::store::{unexpected, Store};
+use crate::store::Store;
 use crate::sync::Arc;
 
 /// One user turn, as `get_conversation_turns` and `find_turns_by_content` list it (the Python
@@ -493,43 +493,36 @@ fn turn_usage_op(turn: Option<i64>, branch: Option<&str>) -> AdvancedOp {
 }
 
 fn mismatch(a: AdvancedAnswer) -> crate::Error {
-    unexpected(&Outcome::Advanced {
-        view: HandleView::main(),
-        answer: a,
-    })
+    crate::Error::Internal(format!("unexpected answer {a:?}"))
+}
+
+/// One extractor per answer variant: its payload, or an "unexpected outcome" error.
+macro_rules! extractors {
+    ($($name:ident: $variant:path => $payload:ty;)*) => {$(
+        fn $name(a: AdvancedAnswer) -> Result<$payload> {
+            match a {
+                $variant(v) => Ok(v),
+                other => Err(mismatch(other)),
+            }
+        }
+    )*};
+}
+
+extractors! {
+    items: A::Items => Vec<Item>;
+    popped: A::Popped => Option<Item>;
+    branch_id: A::BranchId => String;
+    branches: A::Branches => Vec<BranchInfo>;
+    by_turns: A::ByTurns => Vec<TurnGroup>;
+    tools: A::Tools => Vec<ToolUse>;
+    anchor: A::Anchor => Option<TurnAnchor>;
+    recorded: A::Recorded => bool;
+    totals: A::SessionUsage => Option<UsageTotals>;
 }
 
 fn done(a: AdvancedAnswer) -> Result<()> {
     match a {
         A::Done => Ok(()),
-        other => Err(mismatch(other)),
-    }
-}
-
-fn items(a: AdvancedAnswer) -> Result<Vec<Item>> {
-    match a {
-        A::Items(v) => Ok(v),
-        other => Err(mismatch(other)),
-    }
-}
-
-fn popped(a: AdvancedAnswer) -> Result<Option<Item>> {
-    match a {
-        A::Popped(v) => Ok(v),
-        other => Err(mismatch(other)),
-    }
-}
-
-fn branch_id(a: AdvancedAnswer) -> Result<String> {
-    match a {
-        A::BranchId(id) => Ok(id),
-        other => Err(mismatch(other)),
-    }
-}
-
-fn branches(a: AdvancedAnswer) -> Result<Vec<BranchInfo>> {
-    match a {
-        A::Branches(v) => Ok(v),
         other => Err(mismatch(other)),
     }
 }
@@ -540,41 +533,6 @@ fn turns(a: AdvancedAnswer, max_chars: Option<usize>) -> Result<Vec<Conversation
             .into_iter()
             .map(|r| ConversationTurn::from_record(r, max_chars))
             .collect()),
-        other => Err(mismatch(other)),
-    }
-}
-
-fn by_turns(a: AdvancedAnswer) -> Result<Vec<TurnGroup>> {
-    match a {
-        A::ByTurns(v) => Ok(v),
-        other => Err(mismatch(other)),
-    }
-}
-
-fn tools(a: AdvancedAnswer) -> Result<Vec<ToolUse>> {
-    match a {
-        A::Tools(v) => Ok(v),
-        other => Err(mismatch(other)),
-    }
-}
-
-fn anchor(a: AdvancedAnswer) -> Result<Option<TurnAnchor>> {
-    match a {
-        A::Anchor(v) => Ok(v),
-        other => Err(mismatch(other)),
-    }
-}
-
-fn recorded(a: AdvancedAnswer) -> Result<bool> {
-    match a {
-        A::Recorded(v) => Ok(v),
-        other => Err(mismatch(other)),
-    }
-}
-
-fn totals(a: AdvancedAnswer) -> Result<Option<UsageTotals>> {
-    match a {
-        A::SessionUsage(v) => Ok(v),
         other => Err(mismatch(other)),
     }
 }

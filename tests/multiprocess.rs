@@ -33,6 +33,43 @@ fn mp_child() {
     }
 }
 
+/// Start two child processes of this test binary (`mode` selects basic or Advanced writing) and,
+/// when a Python SDK is available, the Python `script`, all on `path` at once; wait for all of
+/// them and return the writer names.
+fn run_writers(path: &std::path::Path, mode: &str, script: &str) -> Vec<&'static str> {
+    let exe = std::env::current_exe().unwrap();
+    let mut children = Vec::new();
+    let mut writers = Vec::new();
+    for name in ["rust-a", "rust-b"] {
+        children.push(
+            Command::new(&exe)
+                .args(["mp_child", "--exact", "--nocapture", "--test-threads", "1"])
+                .env(CHILD_ENV, format!("{}|{mode}{name}", path.display()))
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        writers.push(name);
+    }
+    if let Some(py) = python() {
+        let script = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
+        children.push(
+            Command::new(py)
+                .arg(script)
+                .arg(path)
+                .args(["python", &N.to_string()])
+                .spawn()
+                .unwrap(),
+        );
+        writers.push("python");
+    }
+    for mut c in children {
+        let status = c.wait().unwrap();
+        assert!(status.success(), "a writer process failed: {status}");
+    }
+    writers
+}
+
 fn python() -> Option<String> {
     match std::env::var("AGENT_SESSIONS_PYTHON") {
         Ok(p) => Some(p),
@@ -52,39 +89,7 @@ fn two_rust_processes_and_python_write_one_file_at_once() {
     let path = dir.path().join("mp.db");
     // Create the tables first so every writer starts on an initialised file.
     Store::open(&path).unwrap().close();
-    let exe = std::env::current_exe().unwrap();
-    let mut children = Vec::new();
-    let mut writers = Vec::new();
-    for name in ["rust-a", "rust-b"] {
-        children.push(
-            Command::new(&exe)
-                .args(["mp_child", "--exact", "--nocapture", "--test-threads", "1"])
-                .env(CHILD_ENV, format!("{}|{name}", path.display()))
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        writers.push(name);
-    }
-    if let Some(py) = python() {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/mp_writer.py");
-        children.push(
-            Command::new(py)
-                .args([
-                    script,
-                    &path.display().to_string(),
-                    "python",
-                    &N.to_string(),
-                ])
-                .spawn()
-                .unwrap(),
-        );
-        writers.push("python");
-    }
-    for mut c in children {
-        let status = c.wait().unwrap();
-        assert!(status.success(), "a writer process failed: {status}");
-    }
+    let writers = run_writers(&path, "", "mp_writer.py");
     let store = Store::open(&path).unwrap();
     let shared = store.session("shared").blocking().get_items(None).unwrap();
     assert_eq!(
@@ -134,42 +139,7 @@ fn advanced_writers_in_three_processes_keep_numbering_consistent() {
         .open()
         .unwrap()
         .close();
-    let exe = std::env::current_exe().unwrap();
-    let mut children = Vec::new();
-    let mut writers = Vec::new();
-    for name in ["rust-a", "rust-b"] {
-        children.push(
-            Command::new(&exe)
-                .args(["mp_child", "--exact", "--nocapture", "--test-threads", "1"])
-                .env(CHILD_ENV, format!("{}|advanced:{name}", path.display()))
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        writers.push(name);
-    }
-    if let Some(py) = python() {
-        let script = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/python/mp_advanced_writer.py"
-        );
-        children.push(
-            Command::new(py)
-                .args([
-                    script,
-                    &path.display().to_string(),
-                    "python",
-                    &N.to_string(),
-                ])
-                .spawn()
-                .unwrap(),
-        );
-        writers.push("python");
-    }
-    for mut c in children {
-        let status = c.wait().unwrap();
-        assert!(status.success(), "a writer process failed: {status}");
-    }
+    let writers = run_writers(&path, "advanced:", "mp_advanced_writer.py");
     let store = Store::open(&path).unwrap();
     let shared = store.advanced_session("shared").unwrap().blocking();
     let items = shared.get_items(None).unwrap();

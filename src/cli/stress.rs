@@ -39,9 +39,6 @@ pub struct Args {
     /// Print the report as one JSON object (the last line of stdout).
     #[arg(long)]
     json: bool,
-    /// Run on this file instead of a temporary one (kept afterwards).
-    #[arg(long = "on")]
-    on: Option<PathBuf>,
     /// Negative control for the integrity check: delete one acknowledged row before checking.
     #[arg(long, hide = true)]
     lose_one_write: bool,
@@ -173,13 +170,12 @@ pub fn run(
     messages_table: &str,
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let tmp;
-    let path = match (&args.on, db_given) {
-        (Some(p), _) => p.clone(),
-        (None, true) => db.to_owned(),
-        (None, false) => {
-            tmp = tempfile_dir()?;
-            tmp.join("stress.db")
-        }
+    // On `--db` when given (kept afterwards), else on a temporary file removed at the end.
+    let path = if db_given {
+        db.to_owned()
+    } else {
+        tmp = tempfile_dir()?;
+        tmp.join("stress.db")
     };
     let durability = match args.durability {
         DurabilityArg::Normal => Durability::Normal,
