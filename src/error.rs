@@ -1,16 +1,23 @@
 //! The one error type of the crate. Errors are `Clone` because group commit may have to hand the
-//! same failure (a failed COMMIT) to every request of a batch (I6).
+//! same failure (a failed COMMIT) to every request of a batch (I6); the underlying driver error
+//! is kept as a shared [`source`](std::error::Error::source) so nothing of it is lost.
 
+use std::error::Error as StdError;
 use std::fmt;
 
+use crate::protocol::sync::Arc;
+
 /// Everything an operation on a store can fail with. Messages name the session, table or branch
-/// concerned and say what to do where something can be done.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+/// concerned and say what to do where something can be done. Match on [`Error::kind`] for a
+/// stable classification; new variants may be added in minor releases.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
-    /// The handle (or the store behind it) was closed; nothing was done.
+    /// The session, store handle or pool was closed; nothing was done.
     #[error("the store is closed")]
     Closed,
-    /// The file's tables are missing, foreign, or owned by another table pair.
+    /// The database's tables are missing, foreign, or owned by another table pair, or the file
+    /// is not a database of this engine.
     #[error("schema: {0}")]
     Schema(String),
     /// An argument was rejected before anything was written.
@@ -27,16 +34,96 @@ pub enum Error {
     #[error("turn not found: {0}")]
     TurnNotFound(String),
     /// Another connection (usually another process) held the write lock past the busy timeout.
-    #[error("database is busy: another process held the lock past the busy timeout ({0})")]
-    Busy(String),
-    /// Any other SQLite failure, with SQLite's primary result code.
+    /// Retrying later may succeed.
+    #[error(
+        "database is busy: another connection held the lock past the busy timeout ({message})"
+    )]
+    #[non_exhaustive]
+    Busy {
+        /// What was being done, and the engine's message.
+        message: String,
+        /// The driver's error.
+        #[source]
+        source: Option<Source>,
+    },
+    /// Any other SQLite failure.
     #[error("sqlite error{}: {message}", code_suffix(*.code))]
-    Sqlite { code: Option<i32>, message: String },
+    #[non_exhaustive]
+    Sqlite {
+        /// SQLite's *primary* result code (the low byte of the extended code, e.g. 13 for
+        /// `SQLITE_FULL`), if SQLite reported one.
+        code: Option<i32>,
+        /// SQLite's extended result code (e.g. 1555 for `SQLITE_CONSTRAINT_PRIMARYKEY`).
+        extended_code: Option<i32>,
+        /// What was being done, and SQLite's message.
+        message: String,
+        /// The driver's error.
+        #[source]
+        source: Option<Source>,
+    },
+    /// An operating-system failure outside the database engine (threads, paths).
     #[error("i/o error: {0}")]
     Io(String),
-    /// A request panicked inside the store; the request (and only it) failed.
+    /// A request panicked inside the store, or the store broke one of its own rules; the
+    /// request (and only it) failed.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// A stable classification of [`Error`]s, for callers that decide what to do next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// [`Error::Closed`].
+    Closed,
+    /// [`Error::Schema`], or a database file that is corrupt or not a database.
+    Schema,
+    /// [`Error::InvalidArgument`].
+    InvalidArgument,
+    /// [`Error::BranchNotFound`] or [`Error::TurnNotFound`].
+    NotFound,
+    /// [`Error::BranchIdUsed`].
+    AlreadyExists,
+    /// The lock was held by another connection past the busy timeout (retryable).
+    Busy,
+    /// The disk or the database is full (`SQLITE_FULL`).
+    Full,
+    /// The database cannot be written (permissions, read-only media).
+    ReadOnly,
+    /// Any other engine failure.
+    Database,
+    /// [`Error::Io`].
+    Io,
+    /// [`Error::Internal`].
+    Internal,
+}
+
+/// The driver error behind an [`Error`], shared between the clones of one failure.
+#[derive(Clone)]
+pub struct Source(Arc<Box<dyn StdError + Send + Sync>>);
+
+impl Source {
+    pub(crate) fn new(e: impl StdError + Send + Sync + 'static) -> Source {
+        Source(Arc::new(Box::new(e)))
+    }
+}
+
+impl fmt::Debug for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&*self.0, f)
+    }
+}
+
+impl StdError for Source {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.0.source()
+    }
 }
 
 fn code_suffix(code: Option<i32>) -> String {
@@ -46,32 +133,144 @@ fn code_suffix(code: Option<i32>) -> String {
 /// Shorthand used across the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// SQLite's primary result codes this crate classifies.
+const SQLITE_LOCKED: i32 = 6;
+const SQLITE_READONLY: i32 = 8;
+const SQLITE_CORRUPT: i32 = 11;
+const SQLITE_FULL: i32 = 13;
+const SQLITE_NOTADB: i32 = 26;
+
+impl Error {
+    /// What kind of failure this is.
+    ///
+    /// ```
+    /// use agent_sessions::{Error, ErrorKind};
+    /// assert_eq!(Error::Closed.kind(), ErrorKind::Closed);
+    /// assert!(!Error::Closed.is_retryable());
+    /// ```
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Closed => ErrorKind::Closed,
+            Error::Schema(_) => ErrorKind::Schema,
+            Error::InvalidArgument(_) => ErrorKind::InvalidArgument,
+            Error::BranchNotFound(_) | Error::TurnNotFound(_) => ErrorKind::NotFound,
+            Error::BranchIdUsed(_) => ErrorKind::AlreadyExists,
+            Error::Busy { .. } => ErrorKind::Busy,
+            Error::Sqlite { code, .. } => match *code {
+                Some(SQLITE_LOCKED) => ErrorKind::Busy,
+                Some(SQLITE_FULL) => ErrorKind::Full,
+                Some(SQLITE_READONLY) => ErrorKind::ReadOnly,
+                Some(SQLITE_CORRUPT | SQLITE_NOTADB) => ErrorKind::Schema,
+                _ => ErrorKind::Database,
+            },
+            Error::Io(_) => ErrorKind::Io,
+            Error::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    /// Whether the same request may succeed if simply tried again later (a lock held by
+    /// someone else). Nothing was written by a request that failed this way.
+    pub fn is_retryable(&self) -> bool {
+        self.kind() == ErrorKind::Busy
+    }
+
+    /// The same error with where it happened ("opening /x.db", "session 'u1'") prefixed to its
+    /// message; kinds without a free-text message are returned unchanged.
+    pub(crate) fn within(self, what: impl fmt::Display) -> Error {
+        match self {
+            Error::Sqlite {
+                code,
+                extended_code,
+                message,
+                source,
+            } => Error::Sqlite {
+                code,
+                extended_code,
+                message: format!("{what}: {message}"),
+                source,
+            },
+            Error::Busy { message, source } => Error::Busy {
+                message: format!("{what}: {message}"),
+                source,
+            },
+            Error::Schema(m) => Error::Schema(format!("{what}: {m}")),
+            Error::Io(m) => Error::Io(format!("{what}: {m}")),
+            other => other,
+        }
+    }
+}
+
+/// Two errors are equal when they say the same thing; their sources are not compared.
+impl PartialEq for Error {
+    fn eq(&self, other: &Error) -> bool {
+        use Error as E;
+        match (self, other) {
+            (E::Closed, E::Closed) => true,
+            (E::Schema(a), E::Schema(b))
+            | (E::InvalidArgument(a), E::InvalidArgument(b))
+            | (E::BranchNotFound(a), E::BranchNotFound(b))
+            | (E::BranchIdUsed(a), E::BranchIdUsed(b))
+            | (E::TurnNotFound(a), E::TurnNotFound(b))
+            | (E::Io(a), E::Io(b))
+            | (E::Internal(a), E::Internal(b))
+            | (E::Busy { message: a, .. }, E::Busy { message: b, .. }) => a == b,
+            (
+                E::Sqlite {
+                    code: c1,
+                    extended_code: x1,
+                    message: m1,
+                    ..
+                },
+                E::Sqlite {
+                    code: c2,
+                    extended_code: x2,
+                    message: m2,
+                    ..
+                },
+            ) => c1 == c2 && x1 == x2 && m1 == m2,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Error {}
+
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
-        match &e {
-            rusqlite::Error::SqliteFailure(f, msg) => {
-                let message = msg.clone().unwrap_or_else(|| f.to_string());
-                match f.code {
-                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked => {
-                        Error::Busy(message)
-                    }
-                    rusqlite::ErrorCode::ReadOnly => Error::Sqlite {
-                        code: Some(f.extended_code),
-                        message: format!(
-                            "{message} (the database file or its directory cannot be written: \
-                             writes are refused, reads still work)"
-                        ),
-                    },
-                    _ => Error::Sqlite {
-                        code: Some(f.extended_code),
-                        message,
-                    },
+        let rusqlite::Error::SqliteFailure(f, msg) = &e else {
+            return Error::Sqlite {
+                code: None,
+                extended_code: None,
+                message: e.to_string(),
+                source: Some(Source::new(e)),
+            };
+        };
+        let message = msg.clone().unwrap_or_else(|| f.to_string());
+        let (extended, primary) = (f.extended_code, f.extended_code & 0xff);
+        let message = match f.code {
+            rusqlite::ErrorCode::DatabaseBusy => {
+                return Error::Busy {
+                    message,
+                    source: Some(Source::new(e)),
                 }
             }
-            _ => Error::Sqlite {
-                code: None,
-                message: e.to_string(),
-            },
+            // SQLITE_LOCKED is a conflict inside this process (two statements of one
+            // connection, or a shared cache), never another process's lock.
+            rusqlite::ErrorCode::DatabaseLocked => format!(
+                "{message} (a conflict between statements or connections of this process, \
+                 not another process's lock)"
+            ),
+            rusqlite::ErrorCode::ReadOnly => format!(
+                "{message} (the database file or its directory cannot be written: writes are \
+                 refused, reads still work)"
+            ),
+            _ => message,
+        };
+        Error::Sqlite {
+            code: Some(primary),
+            extended_code: Some(extended),
+            message,
+            source: Some(Source::new(e)),
         }
     }
 }
@@ -82,32 +281,15 @@ impl From<std::io::Error> for Error {
     }
 }
 
-impl From<session_model::ModelError> for Error {
-    fn from(e: session_model::ModelError) -> Self {
-        use session_model::ModelError as M;
+impl From<agent_sessions_model::ModelError> for Error {
+    fn from(e: agent_sessions_model::ModelError) -> Self {
+        use agent_sessions_model::ModelError as M;
         match e {
             M::InvalidArgument(m) => Error::InvalidArgument(m),
             M::Schema(m) => Error::Schema(m),
             M::BranchNotFound(m) => Error::BranchNotFound(m),
             M::BranchIdUsed(m) => Error::BranchIdUsed(m),
             M::TurnNotFound(m) => Error::TurnNotFound(m),
-        }
-    }
-}
-
-impl Error {
-    /// The same error with where it happened ("opening /x.db", "session 'u1'") prefixed to its
-    /// message; kinds without a free-text message are returned unchanged.
-    pub(crate) fn within(self, what: impl fmt::Display) -> Error {
-        match self {
-            Error::Sqlite { code, message } => Error::Sqlite {
-                code,
-                message: format!("{what}: {message}"),
-            },
-            Error::Schema(m) => Error::Schema(format!("{what}: {m}")),
-            Error::Io(m) => Error::Io(format!("{what}: {m}")),
-            Error::Busy(m) => Error::Busy(format!("{what}: {m}")),
-            other => other,
         }
     }
 }
@@ -120,5 +302,55 @@ pub(crate) trait Context<T> {
 impl<T, E: Into<Error>> Context<T> for std::result::Result<T, E> {
     fn context(self, what: impl fmt::Display) -> Result<T> {
         self.map_err(|e| e.into().within(what))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_errors_keep_the_primary_code_and_their_source() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (x INTEGER PRIMARY KEY)")
+            .unwrap();
+        conn.execute("INSERT INTO t VALUES (1)", []).unwrap();
+        let e = Error::from(conn.execute("INSERT INTO t VALUES (1)", []).unwrap_err());
+        match &e {
+            Error::Sqlite {
+                code,
+                extended_code,
+                ..
+            } => {
+                assert_eq!(*code, Some(19), "SQLITE_CONSTRAINT is primary code 19");
+                assert_eq!(*extended_code, Some(1555), "SQLITE_CONSTRAINT_PRIMARYKEY");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(e.source().is_some());
+        assert_eq!(e.kind(), ErrorKind::Database);
+        assert!(!e.is_retryable());
+        let clone = e.clone();
+        assert_eq!(clone, e);
+    }
+
+    #[test]
+    fn busy_is_retryable_and_locked_does_not_blame_another_process() {
+        let busy = Error::from(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(5),
+            None,
+        ));
+        assert_eq!(busy.kind(), ErrorKind::Busy);
+        assert!(busy.is_retryable());
+        let locked = Error::from(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(6),
+            None,
+        ));
+        assert!(matches!(&locked, Error::Sqlite { code: Some(6), .. }));
+        assert!(
+            locked.to_string().contains("not another process"),
+            "{locked}"
+        );
+        assert!(!locked.to_string().contains("busy timeout"), "{locked}");
     }
 }

@@ -1,9 +1,9 @@
 //! # agent-sessions
 //!
 //! Conversation history for AI agents, stored in SQLite files that the OpenAI Agents SDK's
-//! `SQLiteSession` reads and writes too (same tables, same JSON bytes, same semantics), behind a
-//! pool whose concurrency protocol is model-checked with loom and property-tested against a
-//! reference model.
+//! `SQLiteSession` and `AdvancedSQLiteSession` read and write too (same tables, same JSON bytes,
+//! same semantics), behind a pool whose concurrency protocol is model-checked with loom and
+//! property-tested against a reference model.
 //!
 //! ```
 //! # fn main() -> agent_sessions::Result<()> {
@@ -18,38 +18,62 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Advanced sessions (the SDK's `AdvancedSQLiteSession`: turns, branches and per-turn usage,
-//! in the SDK's structure tables) come from a store opened with
-//! [`StoreBuilder::create_structure_tables`]; see [`AdvancedSqliteSession`].
+//! In async code, open with [`Store::open_async`]: nothing in the API blocks an executor
+//! thread except the `*_blocking` forms and [`BlockingSession`] / [`BlockingAdvancedSession`].
+//! Advanced sessions (turns, branches and per-turn usage, in the SDK's structure tables) come
+//! from a store opened with [`StoreBuilder::create_structure_tables`]; see
+//! [`AdvancedSqliteSession`].
 //!
-//! Layers, bottom up: [`sync`] (the shim every primitive comes from), [`reply`] (one-shot
-//! answers), [`pool`] (writer + readers, group commit), [`registry`] (one pool per file),
-//! [`handle`] (closable handles), [`pointer`](mod@pointer) (an Advanced handle's branch pointer), engines
-//! ([`sqlite`], [`model_engine`]), and the public [`Store`] and sessions ([`session`],
-//! [`advanced`]).
+//! ## Layout
+//!
+//! The crate is three floors, each depending only on the ones below: the **protocol** (sync
+//! shim, one-shot replies, queues, the pool with group commit, the per-database registry,
+//! handles, the Advanced branch pointer — engine-neutral, loom-checked), the **engines** (SQLite;
+//! the reference model behind the same traits for tests), and the **API** ([`Store`], its
+//! builder, sessions, errors — engine-neutral types over a type-erased backend). [`json`] is
+//! the Python-exact JSON encoding the engines write. The operation vocabulary and the reference
+//! model are the [`agent_sessions_model`] crate, re-exported as [`model`].
+//!
+//! ## Features
+//!
+//! - `bundled` (default): compile SQLite in. Without it the system `libsqlite3` is linked.
+//! - `serde`: `Serialize`/`Deserialize` on the result types.
+//! - `tracing`: spans and events for group commits, busy waits, slow requests and the pool's
+//!   lifecycle.
+//! - `test-hooks`: internals for this workspace's loom and property suites. Never in
+//!   production.
+#![warn(missing_docs)]
+#![deny(clippy::disallowed_types, clippy::disallowed_methods)]
 
-pub mod advanced;
-pub mod error;
-pub mod handle;
-pub mod model_engine;
-pub mod pointer;
-pub mod pool;
-pub mod pyjson;
-pub mod registry;
-pub mod reply;
-pub mod session;
-pub mod sqlite;
-pub mod store;
-pub mod sync;
+mod api;
+mod engine;
+mod error;
+pub mod json;
+mod protocol;
+mod trace;
 
-pub use advanced::{
-    AdvancedSqliteSession, BlockingAdvancedSession, BranchInfo, ConversationTurn, HandleView,
-    ToolUse, TurnAnchor, TurnGroup, TurnItem, TurnUsage, Usage, UsageTotals,
+pub use agent_sessions_model as model;
+pub use agent_sessions_model::{
+    AdvancedAnswer, AdvancedOp, BranchInfo, HandleView, Item, Model, Op, Outcome, SessionDump,
+    SessionInfo, StructureStatus, ToolUse, TurnAnchor, TurnGroup, TurnItem, TurnUsage, Usage,
+    UsageTotals,
 };
-pub use error::{Error, Result};
-pub use session::{BlockingSession, ModelSession, Session, SessionSettings, SqliteSession};
-pub use session_model::{
-    AdvancedAnswer, AdvancedOp, Item, Model, Op, Outcome, SessionDump, SessionInfo, StructureStatus,
-};
-pub use sqlite::Durability;
-pub use store::{Store, StoreBuilder};
+pub use api::advanced::{AdvancedSqliteSession, BlockingAdvancedSession, ConversationTurn};
+pub use api::builder::{Database, StoreBuilder};
+pub use api::session::{BlockingSession, ModelSession, Session, SqliteSession};
+pub use api::store::{SessionSettings, Store};
+pub use engine::Durability;
+pub use error::{Error, ErrorKind, Result, Source};
+pub use protocol::handle::BoxFuture;
+pub use protocol::pool::PoolStats;
+
+/// Internals for this workspace's loom and property suites (feature `test-hooks`): the protocol
+/// modules, the model engine and the fault switches. Not part of the public API; never enable
+/// the feature in production.
+#[cfg(feature = "test-hooks")]
+#[doc(hidden)]
+pub mod hooks {
+    #![allow(missing_docs)]
+    pub use crate::engine::model as model_engine;
+    pub use crate::protocol::{engine, handle, latch, pointer, pool, queue, registry, reply, sync};
+}

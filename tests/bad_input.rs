@@ -3,8 +3,8 @@
 //! a damaged database file is a clear error.
 
 use agent_sessions::{Error, Model, Op, Store};
+use agent_sessions_model::MAX_DEPTH;
 use serde_json::{json, Value};
-use session_model::MAX_DEPTH;
 
 fn nest(depth: usize) -> Value {
     let mut v = json!("leaf");
@@ -100,6 +100,7 @@ fn a_damaged_database_file_is_a_clear_error_not_a_panic() {
                 .unwrap();
         }
         store.close();
+        store.wait_closed_blocking();
     }
     // The writer closed last, so the WAL was checkpointed into the file and removed.
     assert!(

@@ -89,7 +89,7 @@ fn limit_rules_none_positive_zero_negative() {
 fn settings_limit_applies_when_the_call_gives_none() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::builder(dir.path().join("s.db"))
-        .session_settings(SessionSettings { limit: Some(2) })
+        .session_settings(SessionSettings::with_limit(Some(2)))
         .open()
         .unwrap();
     let s = store.session("a").blocking();
@@ -348,10 +348,7 @@ async fn async_api_matches_blocking_api() {
     s.clear_session().await.unwrap();
     let sessions: Vec<Box<dyn agent_sessions::Session>> = vec![
         Box::new(s.clone()),
-        Box::new(agent_sessions::ModelSession::new(
-            Default::default(),
-            "model",
-        )),
+        Box::new(agent_sessions::ModelSession::new("model")),
     ];
     for session in &sessions {
         session.add_items(vec![json!(1), json!(2)]).await.unwrap();

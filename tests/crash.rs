@@ -177,6 +177,7 @@ fn kill_and_check(dur: &str, kills: usize, mode: &str) {
             .add_items(vec![json!(round)])
             .unwrap();
         store.close();
+        store.wait_closed_blocking();
     }
     let total: usize = acked.values().map(BTreeSet::len).sum();
     eprintln!(

@@ -75,6 +75,7 @@ fn full_disk_fails_cleanly_and_recovers_when_space_is_freed() {
     let items = s.get_items(None).unwrap();
     assert_eq!(items.len(), (acked + 1) * 4);
     store.close();
+    store.wait_closed_blocking();
     let conn = rusqlite::Connection::open(fs.0.join("full.db")).unwrap();
     let check: String = conn
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))

@@ -2,12 +2,14 @@
 //! to the busy timeout, then `Busy`), a request that panics (fails alone, I15), and a writer
 //! thread that dies (its callers get `Closed` instead of hanging, I4).
 
-use std::sync::Arc;
+use std::path::PathBuf;
+
+use agent_sessions::hooks::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agent_sessions::handle::{Handle, Owner};
-use agent_sessions::model_engine::{panicking_item, ModelEngine};
-use agent_sessions::pool::{Pool, PoolConfig};
+use agent_sessions::hooks::handle::{Handle, Owner};
+use agent_sessions::hooks::model_engine::{panicking_item, ModelEngine};
+use agent_sessions::hooks::pool::{Pool, PoolConfig};
 use agent_sessions::{Error, Op, Store};
 use serde_json::json;
 
@@ -34,7 +36,7 @@ fn a_held_write_lock_is_waited_for_then_reported_as_busy() {
     other.execute_batch("BEGIN IMMEDIATE").unwrap();
     let started = Instant::now();
     let err = s.add_items(vec![json!(1)]).unwrap_err();
-    assert!(matches!(err, Error::Busy(_)), "{err:?}");
+    assert!(matches!(err, Error::Busy { .. }), "{err:?}");
     assert!(
         started.elapsed() >= Duration::from_millis(250),
         "gave up before the busy timeout"
@@ -57,7 +59,7 @@ fn a_held_write_lock_is_waited_for_then_reported_as_busy() {
     assert_eq!(s.get_items(Some(1)).unwrap(), vec![json!(3)]);
 }
 
-fn model_handle(engine: &ModelEngine) -> Handle<ModelEngine> {
+fn model_handle(engine: &ModelEngine) -> Handle<PathBuf, ModelEngine> {
     let pool = Pool::open(
         engine.clone(),
         PoolConfig {
@@ -116,5 +118,6 @@ fn a_dying_writer_fails_its_callers_instead_of_hanging() {
         Err(Error::Closed)
     );
     h.close();
+    h.wait_closed();
     assert_eq!(engine.stats.open_now(), 0);
 }

@@ -16,7 +16,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
-use agent_sessions::pyjson::to_python_json;
+use agent_sessions::json::to_python_json;
 use agent_sessions::Store;
 use rusqlite::Connection;
 use serde_json::Value;
@@ -359,6 +359,7 @@ fn python_writes_rust_reads() {
     let (_, py_after) = py.get(&db, "conv", None);
     assert!(py_after.is_empty(), "Python still sees {py_after:?}");
     store.close();
+    store.wait_closed_blocking();
 }
 
 /// This crate writes; Python reads identical values, and the stored `message_data` bytes equal
@@ -379,6 +380,7 @@ fn rust_writes_python_reads_same_bytes() {
         s.add_items(b.clone()).expect("add_items");
     }
     store.close();
+    store.wait_closed_blocking();
 
     py.add_text(&db, "from_python", FIXTURE);
 
@@ -513,6 +515,7 @@ fn mixed_writers_one_session() {
         &want,
     );
     store.close();
+    store.wait_closed_blocking();
 }
 
 /// A file initialised by Python and one initialised by this crate have the same
@@ -625,12 +628,14 @@ fn custom_table_names_shared() {
         "Rust with default tables sees s2/m2 items"
     );
     default_store.close();
+    default_store.wait_closed_blocking();
     let (_, seen) = default_py.get(&db, "c", None);
     assert!(
         seen.is_empty(),
         "Python with default tables sees s2/m2 items: {seen:?}"
     );
     store.close();
+    store.wait_closed_blocking();
 }
 
 /// `clear_session` from Python is seen by this crate and the other way round; other sessions
@@ -722,6 +727,7 @@ fn clear_session_both_ways() {
     let (_, seen) = py.get(&db, "a", None);
     assert_items("Python read of a rewritten by Rust", &seen, &b[3]);
     store.close();
+    store.wait_closed_blocking();
 }
 
 /// Known divergence: Python keeps integers of any size; this crate's items are `serde_json`
@@ -748,6 +754,7 @@ fn python_ints_beyond_64_bits() {
         lossy(&stored[0].0)
     );
     store.close();
+    store.wait_closed_blocking();
 }
 
 /// Python strings may hold lone surrogates and `json.dumps` writes them as `"\ud800"`, which no
@@ -783,4 +790,5 @@ fn python_lone_surrogates() {
     // Read, with the lone surrogate replaced by U+FFFD rather than the row lost.
     assert_eq!(got[1], serde_json::json!({"lone": "x\u{fffd}y"}));
     store.close();
+    store.wait_closed_blocking();
 }

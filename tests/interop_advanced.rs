@@ -257,6 +257,7 @@ fn run_steps_here(db: &Path, steps: &[Value]) -> Value {
         results.push(result);
     }
     store.close();
+    store.wait_closed_blocking();
     Value::Array(results)
 }
 
@@ -369,6 +370,7 @@ fn read_here(db: &Path, session: &str, branches: &[Option<&str>]) -> Value {
         "branches": per_branch,
     });
     store.close();
+    store.wait_closed_blocking();
     out
 }
 
@@ -569,4 +571,5 @@ fn a_clear_by_python_sends_a_live_handle_here_back_to_main() {
         Err(agent_sessions::Error::BranchIdUsed(_))
     ));
     store.close();
+    store.wait_closed_blocking();
 }

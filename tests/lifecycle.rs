@@ -37,6 +37,19 @@ fn pool_threads() -> usize {
         .count()
 }
 
+/// Pool threads once the closer has finished: closing returns at once and the drain runs on a
+/// closer thread, which exits right after it has joined the pool's threads. Bounded wait (a
+/// liveness check, not a timing assertion): ten seconds is far beyond any drain here.
+fn pool_threads_after_close() -> usize {
+    for _ in 0..2000 {
+        if pool_threads() == 0 {
+            return 0;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    pool_threads()
+}
+
 #[test]
 fn descriptors_stay_flat_and_close_releases_everything() {
     let dir = tempfile::tempdir().unwrap();
@@ -123,7 +136,17 @@ fn descriptors_stay_flat_and_close_releases_everything() {
         .get_items(Some(1))
         .is_ok());
     handles[0].close();
-    assert_eq!(pool_threads(), 0, "pool threads left after the last close");
+    handles[0].wait_closed_blocking();
+    assert_eq!(
+        db_fds(&db),
+        0,
+        "database descriptors left once wait_closed returned"
+    );
+    assert_eq!(
+        pool_threads_after_close(),
+        0,
+        "pool threads left after the last close"
+    );
     assert_eq!(
         db_fds(&db),
         0,
@@ -148,7 +171,7 @@ fn descriptors_stay_flat_and_close_releases_everything() {
         expected["s0"]
     );
     drop(again);
-    assert_eq!(pool_threads(), 0);
+    assert_eq!(pool_threads_after_close(), 0);
     assert_eq!(db_fds(&db), 0);
     drop(runtime);
     std::thread::sleep(Duration::from_millis(50));

@@ -30,6 +30,7 @@ fn read_only_file_reads_work_and_writes_fail_clearly() {
             .add_items(vec![json!("kept")])
             .unwrap();
         store.close();
+        store.wait_closed_blocking();
     }
     if !chattr("+i", &path) {
         eprintln!("read_only: skipped (chattr +i is not available here)");
@@ -60,4 +61,5 @@ fn read_only_file_reads_work_and_writes_fail_clearly() {
     let a = store.advanced_session("s").unwrap();
     assert!(a.blocking().get_items(None).is_ok());
     store.close();
+    store.wait_closed_blocking();
 }

@@ -3,23 +3,23 @@
 //! negative controls at the end run the same scenarios on deliberately broken variants and pass
 //! only if loom finds the bug.
 //!
-//! Run: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target-loom \
+//! Run: `RUSTFLAGS="--cfg agent_sessions_loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target-loom \
 //!       cargo test --release -p loom-tests -- --nocapture`
-#![cfg(loom)]
+#![cfg(agent_sessions_loom)]
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering as StdOrdering};
 
-use agent_sessions::handle::{Handle, Owner};
-use agent_sessions::model_engine::{failing_item, ModelEngine};
-use agent_sessions::pointer::BranchPointer;
-use agent_sessions::pool::{Faults, Pool, PoolConfig};
-use agent_sessions::registry::Registry;
-use agent_sessions::sync::{Arc, Ordering};
+use agent_sessions::hooks::handle::{Handle, Owner};
+use agent_sessions::hooks::model_engine::{failing_item, ModelEngine};
+use agent_sessions::hooks::pointer::BranchPointer;
+use agent_sessions::hooks::pool::{Faults, Pool, PoolConfig};
+use agent_sessions::hooks::registry::Registry;
+use agent_sessions::hooks::sync::{Arc, Ordering};
 use agent_sessions::{Error, Op, Outcome};
+use agent_sessions_model::advanced::{AdvancedOp, HandleView};
 use loom::thread;
 use serde_json::json;
-use session_model::advanced::{AdvancedOp, HandleView};
 
 /// Run `f` under loom and report how many interleavings were explored.
 fn model(name: &str, f: impl Fn() + Sync + Send + 'static) {
@@ -64,6 +64,7 @@ fn config(readers: usize, faults: Faults) -> PoolConfig {
         batch_max: 8,
         queue_cap: 4,
         faults,
+        ..PoolConfig::default()
     }
 }
 
@@ -71,9 +72,13 @@ fn private_handle(
     engine: &ModelEngine,
     readers: usize,
     faults: Faults,
-) -> Arc<Handle<ModelEngine>> {
+) -> Arc<Handle<PathBuf, ModelEngine>> {
     let pool = Pool::open(engine.clone(), config(readers, faults)).unwrap();
-    Arc::new(Handle::new(Arc::new(pool), Owner::Private, ()))
+    Arc::new(Handle::<PathBuf, _>::new(
+        Arc::new(pool),
+        Owner::Private,
+        (),
+    ))
 }
 
 fn add(session: &str, item: serde_json::Value) -> Op {
@@ -111,6 +116,7 @@ fn group_commit_isolates_a_failing_request(faults: Faults) {
     assert_eq!(ok, Ok(Outcome::Done));
     assert!(failed.is_err(), "the failing request reported success");
     h.close();
+    h.wait_closed();
     assert_eq!(engine.snapshot().rows("s"), vec![Some(json!("good"))]);
     assert_eq!(engine.stats.open_now(), 0);
 }
@@ -131,6 +137,7 @@ fn read_sees_acknowledged_writes(faults: Faults) {
     );
     t.join().unwrap();
     h.close();
+    h.wait_closed();
     assert_eq!(engine.stats.open_now(), 0);
 }
 
@@ -144,6 +151,7 @@ fn failed_commit_fails_the_whole_batch(faults: Faults) {
     let b = h.call_blocking(add("s", json!("b")));
     let a = t.join().unwrap();
     h.close();
+    h.wait_closed();
     let stored = engine.snapshot().rows("s");
     for (item, result) in [(json!("a"), a), (json!("b"), b)] {
         assert_eq!(
@@ -174,11 +182,13 @@ fn concurrent_pops_are_distinct(faults: Faults) {
     let b = t.join().unwrap();
     assert_ne!(a, b, "two pops returned the same item");
     h.close();
+    h.wait_closed();
     assert!(engine.snapshot().rows("s").is_empty());
 }
 
 /// I3, I4, I7: close races an in-flight write. The writer gets exactly one reply (done or
-/// `Closed`); a "done" write is stored; after close nothing is open and calls fail with `Closed`.
+/// `Closed`); a "done" write is stored; `close()` returns at once, and once `wait_closed()`
+/// returns nothing is open (the closer thread drained and joined) and calls fail with `Closed`.
 fn close_races_in_flight_requests(faults: Faults) {
     let engine = ModelEngine::new();
     let h = private_handle(&engine, 1, faults);
@@ -188,6 +198,18 @@ fn close_races_in_flight_requests(faults: Faults) {
         h2.submit(add("s", json!("racing"))).map(|rx| rx.wait())
     });
     h.close();
+    h.wait_closed();
+    let open_after_wait = engine.stats.open_now();
+    if faults.signal_closed_early {
+        // The broken closer is still running here, and loom aborts the process if a scenario
+        // panics while a thread it spawned is mid-flight: record the violation instead, and
+        // let the negative control check the record once the model has finished.
+        if open_after_wait != 0 {
+            CLOSED_EARLY_SEEN.store(true, StdOrdering::SeqCst);
+        }
+    } else {
+        assert_eq!(open_after_wait, 0, "connections left open after close");
+    }
     let result = t.join().unwrap();
     match &result {
         Ok(reply) => assert_eq!(
@@ -200,11 +222,6 @@ fn close_races_in_flight_requests(faults: Faults) {
     let stored = engine.snapshot().rows("s");
     assert_eq!(result.is_ok(), stored == vec![Some(json!("racing"))]);
     assert_eq!(h.call_blocking(get("s")), Err(Error::Closed));
-    assert_eq!(
-        engine.stats.open_now(),
-        0,
-        "connections left open after close"
-    );
 }
 
 /// I7: a caller that gives up right after submitting (drops its receiver) — the write still
@@ -222,6 +239,7 @@ fn abandoned_write_still_completes(faults: Faults) {
     assert_eq!(mine, Ok(Outcome::Done));
     t.join().unwrap();
     h.close();
+    h.wait_closed();
     let stored = engine.snapshot().rows("s");
     assert_eq!(stored.len(), 2, "{stored:?}");
     assert!(stored.contains(&Some(json!("fire-and-forget"))));
@@ -240,7 +258,9 @@ fn registry_open_races_last_close(hand_out_closing: bool) {
         move || Pool::open(e, config(0, Faults::default()))
     };
     let first = Handle::acquire(&registry, key.clone(), (), open(&engine), |_| Ok(())).unwrap();
-    let t = thread::spawn(move || first.close());
+    // The close returns at once; its closer thread races the second open. (No thread of its
+    // own for the close: loom allows five threads, and the two pools and closers take four.)
+    first.close();
     let second = Handle::acquire(&registry, key.clone(), (), open(&engine), |_| Ok(())).unwrap();
     let result = second.call_blocking(add("s", json!("after reopen")));
     assert_eq!(
@@ -249,8 +269,8 @@ fn registry_open_races_last_close(hand_out_closing: bool) {
         "a fresh handle got a closing pool"
     );
     assert!(engine.stats.open_now() <= 1, "two writers on one file");
-    t.join().unwrap();
     second.close();
+    second.wait_closed();
     assert_eq!(
         engine.stats.peak_open.load(Ordering::SeqCst),
         1,
@@ -273,7 +293,7 @@ fn clear_races_switch(fault_last_reply_wins: bool) {
     } else {
         BranchPointer::new()
     });
-    let run = |p: &BranchPointer, h: &Handle<ModelEngine>, op: AdvancedOp| {
+    let run = |p: &BranchPointer, h: &Handle<PathBuf, ModelEngine>, op: AdvancedOp| {
         let (sent, op) = p.prepare("s", op);
         h.call_blocking(op).and_then(|o| p.finish(&sent, o))
     };
@@ -346,6 +366,7 @@ fn clear_races_switch(fault_last_reply_wins: bool) {
         "a write after the clear landed on {rows:?}"
     );
     h.close();
+    h.wait_closed();
 }
 
 #[test]
@@ -367,7 +388,7 @@ fn negative_last_reply_wins_merge_is_caught() {
 fn registry_first_openers_race(first_fails: bool) {
     let engine = ModelEngine::new();
     let registry = Arc::new(Registry::<PathBuf, ModelEngine>::new());
-    let attempts = Arc::new(agent_sessions::sync::AtomicUsize::new(0));
+    let attempts = Arc::new(agent_sessions::hooks::sync::AtomicUsize::new(0));
     let open = {
         let (engine, attempts) = (engine.clone(), attempts.clone());
         move || {
@@ -397,8 +418,14 @@ fn registry_first_openers_race(first_fails: bool) {
         (Err(_), Ok(_)) | (Ok(_), Err(_)) => assert!(first_fails, "an open failed"),
         (Err(a), Err(b)) => panic!("both opens failed: {a:?} / {b:?}"),
     }
+    let closed = match (&mine, &theirs) {
+        (Ok(h), _) | (_, Ok(h)) => h.pool().closed_latch(),
+        _ => unreachable!(),
+    };
     drop(mine);
     drop(theirs);
+    // Dropping the last handle returns at once; the closer frees the key before the latch.
+    closed.wait();
     assert!(registry.is_empty());
     assert_eq!(engine.stats.open_now(), 0);
 }
@@ -418,8 +445,8 @@ fn loom_registry_first_openers_race() {
 #[test]
 fn loom_reply_sender_dropped_unsent_completes_with_closed() {
     model("reply_dropped_unsent", || {
-        let (tx, rx) = agent_sessions::reply::channel::<Outcome>();
-        let (tx2, rx2) = agent_sessions::reply::channel::<Outcome>();
+        let (tx, rx) = agent_sessions::hooks::reply::channel::<Outcome>();
+        let (tx2, rx2) = agent_sessions::hooks::reply::channel::<Outcome>();
         let t = thread::spawn(move || {
             drop(tx);
             tx2.send(Ok(Outcome::Done));
@@ -441,11 +468,15 @@ fn submitters_wait_for_queue_space(other_blocks: bool) {
             readers: 0,
             batch_max: 8,
             queue_cap: 1,
-            faults: Faults::default(),
+            ..PoolConfig::default()
         },
     )
     .unwrap();
-    let h = Arc::new(Handle::new(Arc::new(pool), Owner::Private, ()));
+    let h = Arc::new(Handle::<PathBuf, _>::new(
+        Arc::new(pool),
+        Owner::Private,
+        (),
+    ));
     let h2 = h.clone();
     let other = thread::spawn(move || {
         let op = add("s", json!("other"));
@@ -459,6 +490,7 @@ fn submitters_wait_for_queue_space(other_blocks: bool) {
     assert_eq!(mine, Ok(Outcome::Done));
     assert_eq!(other.join().unwrap(), Ok(Outcome::Done));
     h.close();
+    h.wait_closed();
     let mut stored = engine.snapshot().rows("s");
     stored.sort_by_key(|v| v.as_ref().map(|v| v.to_string()));
     assert_eq!(stored, vec![Some(json!("mine")), Some(json!("other"))]);
@@ -552,6 +584,31 @@ fn negative_connections_never_closed_are_caught() {
     });
 }
 
+/// The non-blocking close: `close()` returns at once and a closer thread drains and joins; a
+/// closer that reports "closed" before its drain and joins is caught by the same scenario
+/// (a waiter finds connections still open, or an accepted write not yet stored).
+#[test]
+fn negative_closed_signalled_before_the_drain_is_caught() {
+    let broken = Faults {
+        signal_closed_early: true,
+        ..Faults::default()
+    };
+    CLOSED_EARLY_SEEN.store(false, StdOrdering::SeqCst);
+    model("signal_closed_early", move || {
+        close_races_in_flight_requests(broken)
+    });
+    assert!(
+        CLOSED_EARLY_SEEN.load(StdOrdering::SeqCst),
+        "negative control signal_closed_early: no interleaving found connections open after \
+         wait_closed"
+    );
+    eprintln!("negative control signal_closed_early: caught (connections open after wait_closed)");
+}
+
+/// Set by `close_races_in_flight_requests` when, with the early-signal fault, a waiter found
+/// connections still open.
+static CLOSED_EARLY_SEEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 #[test]
 fn negative_registry_handing_out_closing_pool_is_caught() {
     expect_violation("registry_hands_out_closing_pool", "closing pool", || {
@@ -563,8 +620,8 @@ fn negative_registry_handing_out_closing_pool_is_caught() {
 /// quiet; behind a lock created per call, or no lock at all, loom finds the overlap.
 mod shared_connection {
     use super::*;
-    use agent_sessions::model_engine::UseProbe;
-    use agent_sessions::sync::Mutex;
+    use agent_sessions::hooks::model_engine::UseProbe;
+    use agent_sessions::hooks::sync::Mutex;
 
     fn use_conn(probe: &UseProbe) {
         let _inside = probe.enter();

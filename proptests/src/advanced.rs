@@ -7,13 +7,13 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use agent_sessions::{Error, Op, Outcome};
+use agent_sessions_model::advanced::{
+    AdvancedAnswer, AdvancedOp, HandleView, StructureRow, TurnAnchor, Usage,
+};
+use agent_sessions_model::Model;
 use proptest::prelude::*;
 use rusqlite::{Connection, OpenFlags};
 use serde_json::{json, Value};
-use session_model::advanced::{
-    AdvancedAnswer, AdvancedOp, HandleView, StructureRow, TurnAnchor, Usage,
-};
-use session_model::Model;
 
 use crate::{is_full, model_apply, normalize, Target};
 

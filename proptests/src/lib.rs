@@ -8,9 +8,9 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use agent_sessions::{Durability, Error, Op, Outcome, Store};
+use agent_sessions_model::{parse_item, Model};
 use proptest::prelude::*;
 use serde_json::{json, Value};
-use session_model::{parse_item, Model};
 
 /// Cases per property: `PROPTEST_CASES` overrides the CI default given by each test.
 pub fn cases(ci_default: u32) -> u32 {

@@ -7,12 +7,12 @@
 //! Negative control: known non-linearizable histories are rejected by the checker.
 
 use agent_sessions::{Op, Outcome, Store};
+use agent_sessions_model::Model;
 use proptest::prelude::*;
 use proptests::{
     any_op, linearize, model_apply, record_concurrently, run_property, write_op, Event,
 };
 use serde_json::json;
-use session_model::Model;
 
 /// Check one history: a verdict for `run_property`.
 fn linearizable(model: &Model, history: &[Event]) -> Result<(), String> {
@@ -151,8 +151,8 @@ fn negative_control_lost_update_is_rejected() {
 
 mod advanced {
     use super::*;
-    use agent_sessions::pointer::BranchPointer;
-    use session_model::advanced::AdvancedOp;
+    use agent_sessions::hooks::pointer::BranchPointer;
+    use agent_sessions_model::advanced::AdvancedOp;
 
     fn user(t: &str) -> serde_json::Value {
         json!({"role": "user", "content": t})
@@ -188,7 +188,7 @@ mod advanced {
         model.apply(&Op::Init { structure: true }).unwrap();
         let setup = Op::Advanced {
             session: "s".into(),
-            view: session_model::advanced::HandleView::main(),
+            view: agent_sessions_model::advanced::HandleView::main(),
             op: AdvancedOp::AddItems {
                 items: vec![user("one"), user("two")],
             },

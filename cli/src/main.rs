@@ -16,9 +16,9 @@ use agent_sessions::{
     BlockingAdvancedSession, ConversationTurn, Error, Item, Op, Outcome, SessionDump, Store,
     StructureStatus, Usage,
 };
+use agent_sessions_model::RawMessage;
 use clap::{ArgGroup, CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde_json::{json, Value};
-use session_model::RawMessage;
 
 mod check;
 mod stress;

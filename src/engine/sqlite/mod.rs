@@ -7,66 +7,48 @@
 
 mod advanced;
 mod basic;
-pub mod schema;
+mod open;
+pub(crate) mod schema;
+
+pub(crate) use open::{open_file, open_memory};
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use agent_sessions_model::{Op, Outcome};
 use rusqlite::{Connection as Sql, OpenFlags};
-use session_model::{Op, Outcome};
 
+use crate::engine::Durability;
 use crate::error::{Context, Error, Result};
-use crate::pool::{Connection, Engine, Role};
-pub use schema::Tables;
-
-/// How hard a commit tries to survive a power loss.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Durability {
-    /// `synchronous=NORMAL`: survives a process crash; in WAL mode a power loss may lose the
-    /// last commits, never consistency.
-    #[default]
-    Normal,
-    /// `synchronous=FULL`: each commit (so each group of writes) is fsynced.
-    Full,
-}
+use crate::protocol::engine::{Connection, Engine, Role};
+pub(crate) use schema::Tables;
 
 /// Settings fixed for a file by its first opener.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConnOptions {
-    pub durability: Durability,
-    pub busy_timeout: Duration,
+pub(crate) struct ConnOptions {
+    pub(crate) durability: Durability,
+    pub(crate) busy_timeout: Duration,
     /// Fault injection for tests: cap the file at this many pages (`PRAGMA max_page_count` on
     /// the writer), so writes meet a full database (SQLITE_FULL) at a chosen size.
-    #[doc(hidden)]
-    pub max_page_count: Option<u32>,
-}
-
-impl Default for ConnOptions {
-    fn default() -> Self {
-        ConnOptions {
-            durability: Durability::Normal,
-            busy_timeout: Duration::from_secs(5),
-            max_page_count: None,
-        }
-    }
+    pub(crate) max_page_count: Option<u32>,
 }
 
 /// Opens connections to one file (or one private in-memory database).
-pub struct SqliteEngine {
+pub(crate) struct SqliteEngine {
     /// `None`: a private in-memory database (only a writer, which serves reads too).
     path: Option<PathBuf>,
-    pub options: ConnOptions,
+    pub(crate) options: ConnOptions,
 }
 
 impl SqliteEngine {
-    pub fn file(path: PathBuf, options: ConnOptions) -> Self {
+    pub(crate) fn file(path: PathBuf, options: ConnOptions) -> Self {
         SqliteEngine {
             path: Some(path),
             options,
         }
     }
 
-    pub fn memory(options: ConnOptions) -> Self {
+    pub(crate) fn memory(options: ConnOptions) -> Self {
         SqliteEngine {
             path: None,
             options,
@@ -129,10 +111,11 @@ fn enable_wal(conn: &Sql, timeout: Duration) -> Result<()> {
             Ok(_) => return Ok(()),
             Err(e) => {
                 let err = Error::from(e);
-                if !matches!(err, Error::Busy(_)) || Instant::now() >= deadline {
+                if !matches!(err, Error::Busy { .. }) || Instant::now() >= deadline {
                     return Err(err);
                 }
-                crate::sync::thread::sleep(Duration::from_millis(10));
+                crate::trace::event!(debug, "waiting for another connection's lock to enable WAL");
+                crate::protocol::sync::thread::sleep(Duration::from_millis(10));
             }
         }
     }
@@ -162,7 +145,7 @@ impl Engine for SqliteEngine {
 }
 
 /// One SQLite connection, owned by one pool thread.
-pub struct SqliteConn {
+pub(crate) struct SqliteConn {
     conn: Sql,
 }
 

@@ -28,19 +28,81 @@
 //! them and Advanced `pop_item`/`delete_branch` remove them as orphans; a basic clear leaves
 //! structure rows behind. Use one kind of session per session id.
 
+use agent_sessions_model::advanced::AdvancedAnswer as A;
+use agent_sessions_model::{AdvancedAnswer, AdvancedOp, Item};
 use serde_json::Value;
-use session_model::advanced::AdvancedAnswer as A;
-use session_model::{AdvancedAnswer, AdvancedOp, Item};
 
-pub use session_model::{
-    BranchInfo, HandleView, ToolUse, TurnAnchor, TurnGroup, TurnItem, TurnUsage, Usage, UsageTotals,
+pub use agent_sessions_model::{
+    BranchInfo, HandleView, ToolUse, TurnAnchor, TurnGroup, TurnUsage, Usage, UsageTotals,
 };
 
-use crate::error::Result;
-use crate::pointer::BranchPointer;
-use crate::session::{BoxFuture, Session, SessionSettings};
-use crate::store::Store;
-use crate::sync::Arc;
+use super::builder::Database;
+use super::session::Session;
+use super::store::{SessionSettings, Store};
+use crate::error::{Error, Result};
+use crate::protocol::handle::BoxFuture;
+use crate::protocol::pointer::BranchPointer;
+use crate::protocol::sync::{Arc, AtomicBool, Ordering};
+
+impl Store {
+    /// An Advanced session (the Python SDK's `AdvancedSQLiteSession`): structure rows, branches
+    /// and usage on top of the same messages. Each call returns a new *handle* (its own branch
+    /// pointer, starting on `main`); clones of one handle share its pointer.
+    ///
+    /// The database's structure tables must belong to this store's table pair: open the store
+    /// with [`StoreBuilder::create_structure_tables`](crate::StoreBuilder::create_structure_tables)`(true)`
+    /// to create and claim them, or open a file where they already exist. Otherwise this fails
+    /// with [`Error::Schema`] (missing tables, or tables owned by another sessions/messages pair
+    /// — one pair per file). Unless the store claimed the tables at open, the first call on a
+    /// store handle checks the file with one short read, *blocking* the calling thread; in
+    /// async code use [`Store::advanced_session_async`].
+    ///
+    /// ```
+    /// # fn main() -> agent_sessions::Result<()> {
+    /// use agent_sessions::Store;
+    /// use serde_json::json;
+    ///
+    /// let store = Store::builder(":memory:").create_structure_tables(true).open()?;
+    /// let a = store.advanced_session("user-42")?.blocking();
+    /// a.add_items(vec![json!({"role": "user", "content": "hi"})])?;
+    /// assert_eq!(a.list_branches()?[0].branch_id, "main");
+    ///
+    /// let plain = Store::open_in_memory()?;
+    /// assert!(matches!(plain.advanced_session("x"), Err(agent_sessions::Error::Schema(_))));
+    /// # Ok(()) }
+    /// ```
+    pub fn advanced_session(&self, session_id: impl Into<String>) -> Result<AdvancedSqliteSession> {
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        if !self.structure_known() {
+            self.structure_checked(self.structure_status()?)?;
+        }
+        Ok(AdvancedSqliteSession::new(
+            self.clone(),
+            session_id.into(),
+            self.settings(),
+        ))
+    }
+
+    /// [`Store::advanced_session`] without blocking: the ownership check (if any) is awaited.
+    pub async fn advanced_session_async(
+        &self,
+        session_id: impl Into<String>,
+    ) -> Result<AdvancedSqliteSession> {
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        if !self.structure_known() {
+            self.structure_checked(self.structure_status_async().await?)?;
+        }
+        Ok(AdvancedSqliteSession::new(
+            self.clone(),
+            session_id.into(),
+            self.settings(),
+        ))
+    }
+}
 
 /// One user turn, as `get_conversation_turns` and `find_turns_by_content` list it (the Python
 /// SDK's dict keys).
@@ -60,7 +122,7 @@ pub struct ConversationTurn {
 }
 
 impl ConversationTurn {
-    fn from_record(r: session_model::TurnRecord, max_chars: Option<usize>) -> Self {
+    fn from_record(r: agent_sessions_model::TurnRecord, max_chars: Option<usize>) -> Self {
         ConversationTurn {
             turn: r.turn,
             content: content_preview(&r.full_content, max_chars),
@@ -91,7 +153,7 @@ pub fn content_preview(content: &Value, max_chars: Option<usize>) -> String {
 /// `json.dumps(value, ensure_ascii=False)`: Python's encoding with every `\uXXXX` escape of a
 /// character from U+007F up written as the character itself.
 fn unicode_json(value: &Value) -> String {
-    let ascii = crate::pyjson::to_python_json(value);
+    let ascii = crate::json::to_python_json(value);
     let mut out = String::with_capacity(ascii.len());
     let mut rest = ascii.as_str();
     let hex = |s: &str| s.get(..4).and_then(|h| u32::from_str_radix(h, 16).ok());
@@ -162,6 +224,17 @@ pub struct AdvancedSqliteSession {
     id: String,
     settings: SessionSettings,
     pointer: Arc<BranchPointer>,
+    /// Shared by the clones of this handle; set by [`AdvancedSqliteSession::close`].
+    closed: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for AdvancedSqliteSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdvancedSqliteSession")
+            .field("session_id", &self.id)
+            .field("view", &self.view())
+            .finish_non_exhaustive()
+    }
 }
 
 impl AdvancedSqliteSession {
@@ -171,7 +244,26 @@ impl AdvancedSqliteSession {
             id,
             settings,
             pointer: Arc::new(BranchPointer::new()),
+            closed: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Close this handle (and its clones): every later call through it fails with
+    /// [`Error::Closed`]; the store and its other sessions go on. Idempotent; returns at once.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// Whether this handle, or its store, is closed.
+    pub fn is_closed(&self) -> bool {
+        self.check_open().is_err()
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) || self.store.is_closed() {
+            return Err(Error::Closed);
+        }
+        Ok(())
     }
 
     /// Python-style convenience (`AdvancedSQLiteSession(session_id=..., db_path=...,
@@ -191,14 +283,15 @@ impl AdvancedSqliteSession {
     /// ```
     pub fn open(
         session_id: impl Into<String>,
-        path: impl AsRef<std::path::Path>,
+        db: impl Into<Database>,
     ) -> Result<AdvancedSqliteSession> {
-        Store::builder(path)
+        Store::builder(db)
             .create_structure_tables(true)
             .open()?
             .advanced_session(session_id)
     }
 
+    /// The session's id.
     pub fn session_id(&self) -> &str {
         &self.id
     }
@@ -230,19 +323,21 @@ impl AdvancedSqliteSession {
     }
 
     async fn run(&self, op: AdvancedOp) -> Result<AdvancedAnswer> {
+        self.check_open()?;
         let (sent, op) = self.pointer.prepare(&self.id, op);
         let outcome = self.store.execute(op).await?;
         self.pointer.finish(&sent, outcome)
     }
 
     fn run_blocking(&self, op: AdvancedOp) -> Result<AdvancedAnswer> {
+        self.check_open()?;
         let (sent, op) = self.pointer.prepare(&self.id, op);
         let outcome = self.store.execute_blocking(op)?;
         self.pointer.finish(&sent, outcome)
     }
 
     fn add_op(&self, items: Vec<Item>) -> Result<Option<AdvancedOp>> {
-        self.store.handle().check_open()?;
+        self.check_open()?;
         Ok((!items.is_empty()).then_some(AdvancedOp::AddItems { items }))
     }
 
@@ -572,6 +667,7 @@ fn turn_usage(a: AdvancedAnswer, turn: Option<i64>) -> Result<Vec<TurnUsage>> {
 pub struct BlockingAdvancedSession(AdvancedSqliteSession);
 
 impl BlockingAdvancedSession {
+    /// The session's id.
     pub fn session_id(&self) -> &str {
         self.0.session_id()
     }
@@ -581,6 +677,7 @@ impl BlockingAdvancedSession {
         &self.0
     }
 
+    /// The branch this handle points at (as last known; no I/O).
     pub fn current_branch_id(&self) -> String {
         self.0.current_branch_id()
     }

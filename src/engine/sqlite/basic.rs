@@ -1,9 +1,9 @@
 //! The basic session operations in SQL (SPEC §5.2), statement for statement what the Python SDK's
 //! `SQLiteSession` runs, with item JSON written by [`crate::pyjson`].
 
+use agent_sessions_model::{parse_item, Item, Op, Outcome, RawMessage, SessionDump, SessionInfo};
 use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OptionalExtension};
-use session_model::{parse_item, Item, Op, Outcome, RawMessage, SessionDump, SessionInfo};
 
 use super::schema::Tables;
 use crate::error::{Context, Result};
@@ -38,7 +38,7 @@ pub(super) fn execute(conn: &Connection, t: &Tables, op: &Op) -> Result<Outcome>
             let mut text = String::new();
             for item in items {
                 text.clear();
-                crate::pyjson::write_python_json(&mut text, item);
+                crate::json::write_python_json(&mut text, item);
                 insert.execute(params![session, text])?;
             }
             conn.prepare_cached(&sql.touch_session)?

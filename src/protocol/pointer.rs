@@ -8,10 +8,10 @@
 //! decreases, and a switch or create that validated before a clear never re-points the handle
 //! after it. I15 (handle part): a failed operation merges nothing.
 
-use session_model::{AdvancedAnswer, AdvancedOp, HandleView, Op, Outcome};
+use agent_sessions_model::{AdvancedAnswer, AdvancedOp, HandleView, Op, Outcome};
 
+use super::sync::Mutex;
 use crate::error::{Error, Result};
-use crate::sync::Mutex;
 
 /// A handle's view behind a mutex from the shim (held only to copy or merge, never across I/O).
 #[derive(Debug, Default)]
@@ -30,6 +30,7 @@ impl BranchPointer {
 
     #[doc(hidden)]
     /// A deliberately broken pointer for negative controls: adopts every reply as is.
+    #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
     pub fn last_reply_wins() -> Self {
         BranchPointer {
             fault_last_reply_wins: true,

@@ -4,14 +4,21 @@
 //! Invariant I14: the registry never hands out a pool that is shutting down, and releases a pool
 //! exactly when its last handle is released. A key moves through `Opening → Live → Closing →
 //! (absent)`; an opener that finds `Opening` or `Closing` waits until the transition ends, so a new
-//! pool for a file is started only after the old one has closed every connection.
+//! pool for a file is started only after the old one has closed every connection. The last
+//! release returns at once: the key stays `Closing` while a closer thread drains the pool and
+//! joins its threads, and only then becomes free.
 
 use std::collections::HashMap;
 use std::hash::Hash;
 
+use super::engine::Engine;
+use super::pool::Pool;
+use super::sync::{Arc, Condvar, Mutex};
 use crate::error::{Error, Result};
-use crate::pool::{Engine, Pool};
-use crate::sync::{Arc, Condvar, Mutex};
+
+/// What a registry can be keyed by (a canonical path, a connection URL).
+pub trait Key: Eq + Hash + Clone + Send + Sync + 'static {}
+impl<T: Eq + Hash + Clone + Send + Sync + 'static> Key for T {}
 
 enum Slot<E: Engine> {
     Opening,
@@ -20,7 +27,7 @@ enum Slot<E: Engine> {
 }
 
 /// Pools keyed by file, counted by handle.
-pub struct Registry<K, E: Engine> {
+pub struct Registry<K: Key, E: Engine> {
     slots: Mutex<HashMap<K, Slot<E>>>,
     changed: Condvar,
     #[doc(hidden)]
@@ -28,13 +35,14 @@ pub struct Registry<K, E: Engine> {
     pub fault_hand_out_closing: bool,
 }
 
-impl<K: Eq + Hash + Clone, E: Engine> Default for Registry<K, E> {
+impl<K: Key, E: Engine> Default for Registry<K, E> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<K: Eq + Hash + Clone, E: Engine> Registry<K, E> {
+impl<K: Key, E: Engine> Registry<K, E> {
+    /// An empty registry.
     pub fn new() -> Self {
         Registry {
             slots: Mutex::new(HashMap::new()),
@@ -100,11 +108,12 @@ impl<K: Eq + Hash + Clone, E: Engine> Registry<K, E> {
         result
     }
 
-    /// Give back one handle; the last one shuts the pool down (outside the registry lock) before
-    /// the key becomes free again.
-    pub fn release(&self, key: &K) {
+    /// Give back one handle. The last one starts the pool's shutdown on a closer thread and
+    /// returns at once; the key stays `Closing` (openers wait) until the shutdown has closed
+    /// every connection and joined every thread.
+    pub fn release(registry: &Arc<Self>, key: &K) {
         let closing = {
-            let mut slots = self.slots.lock();
+            let mut slots = registry.slots.lock();
             let Some(Slot::Live { pool, handles }) = slots.get_mut(key) else {
                 return;
             };
@@ -116,17 +125,21 @@ impl<K: Eq + Hash + Clone, E: Engine> Registry<K, E> {
             slots.insert(key.clone(), Slot::Closing(pool.clone()));
             pool
         };
-        let vacate = Vacate(self, key);
-        closing.shutdown();
-        drop(closing);
-        drop(vacate);
+        let (registry, key) = (registry.clone(), key.clone());
+        Pool::close_in_background(&closing, move || {
+            registry.slots.lock().remove(&key);
+            registry.changed.notify_all();
+        });
     }
 
     /// Number of files with a pool (open, opening or closing).
+    #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
     pub fn len(&self) -> usize {
         self.slots.lock().len()
     }
 
+    /// Whether no file has a pool.
+    #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -134,9 +147,9 @@ impl<K: Eq + Hash + Clone, E: Engine> Registry<K, E> {
 
 /// Frees a key that is `Opening` or `Closing` and wakes its waiters: when the transition ends,
 /// and also if it unwinds (a panicking open or shutdown must not leave waiters blocked forever).
-struct Vacate<'a, K: Eq + Hash, E: Engine>(&'a Registry<K, E>, &'a K);
+struct Vacate<'a, K: Key, E: Engine>(&'a Registry<K, E>, &'a K);
 
-impl<K: Eq + Hash, E: Engine> Drop for Vacate<'_, K, E> {
+impl<K: Key, E: Engine> Drop for Vacate<'_, K, E> {
     fn drop(&mut self) {
         self.0.slots.lock().remove(self.1);
         self.0.changed.notify_all();

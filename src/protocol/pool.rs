@@ -7,72 +7,41 @@
 //! - I1: a connection is created, used and dropped by one thread only (it never leaves it).
 //! - I2: exactly `1 + R` connections exist while the pool runs, whatever the load.
 //! - I3/I4: [`Pool::shutdown`] stops accepting, lets the threads drain every accepted request,
-//!   drops every connection and joins every thread; each accepted request gets one reply, and a
-//!   thread that dies fails what it held (its reply senders drop with [`Error::Closed`]).
+//!   drops every connection and joins every thread, then sets the pool's closed latch; each
+//!   accepted request gets one reply, and a thread that dies fails what it held (its reply
+//!   senders drop with [`Error::Closed`]). [`Pool::close_in_background`] runs the same shutdown
+//!   on a closer thread, so closing never blocks a caller (or an async executor).
 //! - I5/I6: one write transaction at a time (one writer); a batch is one `BEGIN IMMEDIATE`
 //!   transaction with a savepoint per request, and replies go out only after the COMMIT.
 //! - I7: a request, once queued, runs whether or not its caller still waits.
 
-use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::task::{Context as TaskContext, Poll, Waker};
 
-use session_model::{Op, Outcome};
+use agent_sessions_model::{Op, Outcome};
 
+use super::engine::{Connection, Engine, Role};
+use super::latch::Latch;
+use super::queue::{AbandonOnUnwind, Queue, Request};
+use super::reply::{self, ReplyReceiver};
+use super::sync::{thread, Arc, AtomicBool, Mutex, Ordering};
 use crate::error::{Context, Error, Result};
-use crate::reply::{self, ReplyReceiver, ReplySender};
-use crate::sync::{thread, Arc, AtomicBool, Condvar, Mutex, Ordering};
-
-/// Which connection an engine is asked to open.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    /// The single read-write connection, owned by the writer thread.
-    Writer,
-    /// A read-only connection, owned by reader thread `n`.
-    Reader(usize),
-}
-
-/// Opens connections. Shared by every thread of a pool.
-pub trait Engine: Send + Sync + 'static {
-    /// Per-opener context carried by each request (the SQLite engine's table names).
-    type Ctx: Send + Sync + 'static;
-    type Conn: Connection<Ctx = Self::Ctx>;
-    fn open(&self, role: Role) -> Result<Self::Conn>;
-}
-
-/// One connection, used by exactly one thread for its whole life.
-pub trait Connection: Send + 'static {
-    type Ctx;
-    /// Start the batch's write transaction (`BEGIN IMMEDIATE`).
-    fn begin(&mut self) -> Result<()>;
-    fn savepoint(&mut self) -> Result<()>;
-    /// Keep the work since the last savepoint.
-    fn release(&mut self) -> Result<()>;
-    /// Undo the work since the last savepoint and drop it.
-    fn rollback_to(&mut self) -> Result<()>;
-    fn commit(&mut self) -> Result<()>;
-    fn rollback(&mut self);
-    /// Whether a transaction is open (SQLite may roll one back by itself, e.g. on a full disk).
-    fn in_transaction(&self) -> bool;
-    /// Run one operation inside the writer's open transaction.
-    fn execute(&mut self, ctx: &Self::Ctx, op: &Op) -> Result<Outcome>;
-    /// Run one read-only operation on a reader connection, on one consistent snapshot.
-    fn read(&mut self, ctx: &Self::Ctx, op: &Op) -> Result<Outcome>;
-}
+use crate::trace;
 
 /// Deliberately broken protocol variants, for the negative controls of the loom and property
 /// tests. Production code never sets them.
 #[doc(hidden)]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Faults {
     /// Reply to a batch before its COMMIT (breaks I5/I6).
     pub reply_before_commit: bool,
     /// Threads exit without closing their connection (breaks I2/I3).
     pub leak_connections: bool,
+    /// The closed latch is set before the drain and the joins (breaks I3 for waiters).
+    pub signal_closed_early: bool,
 }
 
 /// Sizes of the pool.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolConfig {
     /// Reader threads; 0 sends reads to the writer (required for `:memory:`).
     pub readers: usize,
@@ -81,7 +50,10 @@ pub struct PoolConfig {
     /// Most requests waiting in one queue; beyond it blocking submitters wait on the thread,
     /// async ones are suspended.
     pub queue_cap: usize,
-    #[doc(hidden)]
+    /// Most estimated bytes of requests waiting in one queue (a request is always admitted to
+    /// an empty queue, whatever its size).
+    pub queue_bytes: usize,
+    /// Deliberately broken variants, for negative controls.
     pub faults: Faults,
 }
 
@@ -91,164 +63,20 @@ impl Default for PoolConfig {
             readers: 2,
             batch_max: 256,
             queue_cap: 4096,
+            queue_bytes: 64 << 20,
             faults: Faults::default(),
         }
     }
 }
 
-struct Request<C> {
-    ctx: Arc<C>,
-    op: Op,
-    reply: ReplySender<Outcome>,
-}
-
-struct QueueState<C> {
-    items: VecDeque<Request<C>>,
-    open: bool,
-    /// Async submitters waiting for space (blocking ones wait on the `space` condvar).
-    space_waiters: Vec<Waker>,
-    /// Batches taken and requests in them, for [`PoolStats`].
-    batches: u64,
-    taken: u64,
-}
-
 /// Group-commit statistics of a pool's writer since it started.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PoolStats {
     /// Transactions the writer ran (one per group).
     pub write_batches: u64,
     /// Requests those transactions carried.
     pub write_requests: u64,
-}
-
-struct Queue<C> {
-    state: Mutex<QueueState<C>>,
-    available: Condvar,
-    space: Condvar,
-    cap: usize,
-}
-
-impl<C> Queue<C> {
-    fn new(cap: usize) -> Self {
-        Queue {
-            state: Mutex::new(QueueState {
-                items: VecDeque::new(),
-                open: true,
-                space_waiters: Vec::new(),
-                batches: 0,
-                taken: 0,
-            }),
-            available: Condvar::new(),
-            space: Condvar::new(),
-            cap: cap.max(1),
-        }
-    }
-
-    fn push(&self, req: Request<C>) -> Result<()> {
-        let mut st = self.state.lock();
-        loop {
-            if !st.open {
-                return Err(Error::Closed);
-            }
-            if st.items.len() < self.cap {
-                break;
-            }
-            st = self.space.wait(st);
-        }
-        st.items.push_back(req);
-        drop(st);
-        self.available.notify_one();
-        Ok(())
-    }
-
-    /// The async form of [`Queue::push`]: `Ready` once queued (or closed), else `Pending` with
-    /// the waker registered — under the same lock that `free_space` takes, so no wake-up is lost.
-    fn poll_push(
-        &self,
-        req: &mut Option<Request<C>>,
-        cx: &mut TaskContext<'_>,
-    ) -> Poll<Result<()>> {
-        let mut st = self.state.lock();
-        if !st.open {
-            return Poll::Ready(Err(Error::Closed));
-        }
-        if st.items.len() >= self.cap {
-            st.space_waiters.push(cx.waker().clone());
-            return Poll::Pending;
-        }
-        if let Some(req) = req.take() {
-            st.items.push_back(req);
-        }
-        drop(st);
-        self.available.notify_one();
-        Poll::Ready(Ok(()))
-    }
-
-    /// Wake every submitter waiting for space (call without the lock held).
-    fn free_space(&self, waiters: Vec<Waker>) {
-        self.space.notify_all();
-        for w in waiters {
-            w.wake();
-        }
-    }
-
-    /// Move up to `max` requests into `out`; `false` once the queue is closed and empty.
-    fn pop_batch(&self, max: usize, out: &mut Vec<Request<C>>) -> bool {
-        let mut st = self.state.lock();
-        loop {
-            if !st.items.is_empty() {
-                let n = st.items.len().min(max);
-                out.extend(st.items.drain(..n));
-                st.batches += 1;
-                st.taken += n as u64;
-                let waiters = std::mem::take(&mut st.space_waiters);
-                drop(st);
-                self.free_space(waiters);
-                return true;
-            }
-            if !st.open {
-                return false;
-            }
-            st = self.available.wait(st);
-        }
-    }
-
-    fn close(&self) {
-        let waiters = {
-            let mut st = self.state.lock();
-            st.open = false;
-            std::mem::take(&mut st.space_waiters)
-        };
-        self.available.notify_all();
-        self.free_space(waiters);
-    }
-
-    /// Close and fail everything still queued (used when a pool thread dies).
-    fn abandon(&self) {
-        let (left, waiters): (Vec<Request<C>>, _) = {
-            let mut st = self.state.lock();
-            st.open = false;
-            (
-                st.items.drain(..).collect(),
-                std::mem::take(&mut st.space_waiters),
-            )
-        };
-        self.available.notify_all();
-        self.free_space(waiters);
-        drop(left); // each sender completes its receiver with `Closed`
-    }
-}
-
-/// Closes a queue and fails what it holds if its consumer thread unwinds; marks the pool dead.
-struct AbandonOnUnwind<C>(Arc<Queue<C>>, Arc<AtomicBool>);
-
-impl<C> Drop for AbandonOnUnwind<C> {
-    fn drop(&mut self) {
-        if thread::panicking() {
-            self.1.store(true, Ordering::Release);
-            self.0.abandon();
-        }
-    }
 }
 
 /// A running pool. Dropping it shuts it down.
@@ -258,6 +86,10 @@ pub struct Pool<E: Engine> {
     threads: Mutex<Vec<thread::JoinHandle<()>>>,
     /// Set when a pool thread died: the pool then reports itself closed.
     dead: Arc<AtomicBool>,
+    /// Set by the first shutdown; later ones wait for it to finish.
+    stopping: AtomicBool,
+    /// Set once shutdown has closed every connection and joined every thread.
+    closed: Arc<Latch>,
     engine: Arc<E>,
     config: PoolConfig,
 }
@@ -267,10 +99,13 @@ impl<E: Engine> Pool<E> {
     /// Fails, with nothing left running, if any connection cannot be opened.
     pub fn open(engine: E, config: PoolConfig) -> Result<Pool<E>> {
         let pool = Pool {
-            writer: Arc::new(Queue::new(config.queue_cap)),
-            readers: (config.readers > 0).then(|| Arc::new(Queue::new(config.queue_cap))),
+            writer: Arc::new(Queue::new(config.queue_cap, config.queue_bytes)),
+            readers: (config.readers > 0)
+                .then(|| Arc::new(Queue::new(config.queue_cap, config.queue_bytes))),
             threads: Mutex::new(Vec::new()),
             dead: Arc::new(AtomicBool::new(false)),
+            stopping: AtomicBool::new(false),
+            closed: Arc::new(Latch::new()),
             engine: Arc::new(engine),
             config,
         };
@@ -278,7 +113,10 @@ impl<E: Engine> Pool<E> {
             .start(Role::Writer)
             .and_then(|()| (0..config.readers).try_for_each(|n| pool.start(Role::Reader(n))));
         match started {
-            Ok(()) => Ok(pool),
+            Ok(()) => {
+                trace::event!(info, readers = config.readers, "pool started");
+                Ok(pool)
+            }
             Err(e) => {
                 pool.shutdown();
                 Err(e)
@@ -321,11 +159,7 @@ impl<E: Engine> Pool<E> {
     pub fn submit(&self, ctx: &Arc<E::Ctx>, op: Op) -> Result<ReplyReceiver<Outcome>> {
         let queue = self.queue_for(&op);
         let (tx, rx) = reply::channel();
-        queue.push(Request {
-            ctx: ctx.clone(),
-            op,
-            reply: tx,
-        })?;
+        queue.push(Request::new(ctx.clone(), op, tx))?;
         Ok(rx)
     }
 
@@ -333,11 +167,7 @@ impl<E: Engine> Pool<E> {
     pub async fn submit_async(&self, ctx: &Arc<E::Ctx>, op: Op) -> Result<ReplyReceiver<Outcome>> {
         let queue = self.queue_for(&op);
         let (tx, rx) = reply::channel();
-        let mut req = Some(Request {
-            ctx: ctx.clone(),
-            op,
-            reply: tx,
-        });
+        let mut req = Some(Request::new(ctx.clone(), op, tx));
         std::future::poll_fn(|cx| queue.poll_push(&mut req, cx)).await?;
         Ok(rx)
     }
@@ -349,9 +179,18 @@ impl<E: Engine> Pool<E> {
         }
     }
 
-    /// Stop accepting, drain what was accepted, close every connection and join every thread.
-    /// Idempotent (a second call finds no threads left to join).
+    /// Stop accepting, drain what was accepted, close every connection and join every thread,
+    /// then set the closed latch. Idempotent: a later (or concurrent) call waits for the first.
     pub fn shutdown(&self) {
+        self.shutdown_then(|| {});
+    }
+
+    /// [`Pool::shutdown`], running `then` after the joins and before the latch is set (so a
+    /// waiter on the latch also sees what `then` did).
+    fn shutdown_then(&self, then: impl FnOnce()) {
+        if self.stopping.swap(true, Ordering::AcqRel) {
+            return self.closed.wait();
+        }
         let mut threads = std::mem::take(&mut *self.threads.lock());
         // Readers first, the writer last: the last connection to close checkpoints the WAL and
         // removes it, which only a read-write connection can do. (`start` spawns the writer
@@ -367,6 +206,51 @@ impl<E: Engine> Pool<E> {
         if let Some(t) = writer {
             join(t);
         }
+        then();
+        trace::event!(
+            info,
+            "pool closed: drained, connections closed, threads joined"
+        );
+        self.closed.set();
+    }
+
+    /// Start [`Pool::shutdown`] on a closer thread and return at once; `then` runs on that
+    /// thread after the joins and before the latch is set (the registry frees the database's
+    /// key there). If no thread can
+    /// be started, both run on the calling thread instead.
+    pub fn close_in_background(pool: &Arc<Self>, then: impl FnOnce() + Send + 'static) {
+        // A panic under loom has already failed the model, and loom tears its execution down
+        // while the scenario unwinds: a thread spawned now would be dropped outside the model.
+        #[cfg(agent_sessions_loom)]
+        if thread::panicking() {
+            return;
+        }
+        if pool.config.faults.signal_closed_early {
+            // Broken on purpose: report "closed" while the drain and the joins are still ahead.
+            pool.closed.set();
+        }
+        let closing = pool.clone();
+        // Shared with the closer thread so that, if the OS refuses to start it, the work can be
+        // taken back and done here.
+        let work = Arc::new(Mutex::new(Some(move || closing.shutdown_then(then))));
+        let theirs = work.clone();
+        let spawned = thread::spawn("agent-sessions-closer".to_owned(), move || {
+            let job = theirs.lock().take();
+            if let Some(job) = job {
+                job();
+            }
+        });
+        if spawned.is_err() {
+            let job = work.lock().take();
+            if let Some(job) = job {
+                job();
+            }
+        }
+    }
+
+    /// The latch set once this pool has fully shut down.
+    pub fn closed_latch(&self) -> Arc<Latch> {
+        self.closed.clone()
     }
 
     /// Whether a pool thread died (a panic outside any request): every call then fails with
@@ -437,7 +321,18 @@ fn writer_loop<C: Connection>(mut conn: C, queue: &Queue<C::Ctx>, config: PoolCo
     let mut batch = Vec::with_capacity(config.batch_max);
     let mut results = Vec::with_capacity(config.batch_max);
     while queue.pop_batch(config.batch_max.max(1), &mut batch) {
+        #[cfg(feature = "tracing")]
+        let (started, requests) = (std::time::Instant::now(), batch.len());
         run_batch(&mut conn, &mut batch, &mut results, config.faults);
+        #[cfg(feature = "tracing")]
+        {
+            let elapsed = started.elapsed();
+            if elapsed > crate::trace::SLOW {
+                trace::event!(warn, requests, ?elapsed, "slow group commit");
+            } else {
+                trace::event!(debug, requests, ?elapsed, "group committed");
+            }
+        }
     }
     finish(conn, config);
 }
@@ -451,6 +346,9 @@ fn run_batch<C: Connection>(
     faults: Faults,
 ) {
     if let Err(e) = conn.begin() {
+        if e.is_retryable() {
+            trace::event!(warn, requests = batch.len(), error = %e, "busy: write lock not obtained");
+        }
         results.extend(batch.iter().map(|_| Err(e.clone())));
         return send_all(batch, results);
     }
@@ -482,6 +380,7 @@ fn run_batch<C: Connection>(
         return;
     }
     if let Err(e) = conn.commit() {
+        trace::event!(warn, requests = batch.len(), error = %e, "group commit failed");
         conn.rollback();
         let e = e.within(format!("committing a group of {} request(s)", batch.len()));
         for r in results.iter_mut() {

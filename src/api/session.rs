@@ -4,28 +4,24 @@
 //! A session is a session id plus a store handle; every method turns into one [`Op`], so the
 //! semantics are the model's (SPEC §5.2) and the concurrency is the pool's.
 
-use std::future::Future;
-use std::path::Path;
-use std::pin::Pin;
+use agent_sessions_model::{Item, Model, Op, Outcome};
 
-use session_model::{Item, Model, Op, Outcome};
+use super::builder::Database;
+use super::store::{unexpected, SessionSettings, Store};
+use crate::error::{Error, Result};
+use crate::protocol::handle::BoxFuture;
+use crate::protocol::sync::{Arc, AtomicBool, Mutex, Ordering};
 
-use crate::error::Result;
-use crate::store::{unexpected, Store};
-use crate::sync::{Arc, Mutex};
-
-/// Session-level defaults, as in the Python SDK.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SessionSettings {
-    /// The `get_items` limit used when a call passes `None` (`None` here: everything).
-    pub limit: Option<i64>,
+impl Store {
+    /// A session of this store. Cheap; sessions of one store share its handle.
+    pub fn session(&self, session_id: impl Into<String>) -> SqliteSession {
+        SqliteSession::new(self.clone(), session_id.into(), self.settings())
+    }
 }
-
-/// A boxed future, so [`Session`] can be used as `dyn Session`.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The session interface of the Agents SDK.
 pub trait Session: Send + Sync {
+    /// The session's id.
     fn session_id(&self) -> &str;
     /// Items oldest first: `None` = the settings' limit; `Some(n > 0)` the newest `n`;
     /// `Some(0)` none; `Some(n < 0)` all.
@@ -61,6 +57,17 @@ pub struct SqliteSession {
     store: Store,
     id: String,
     settings: SessionSettings,
+    /// Shared by the clones of this session value; set by [`SqliteSession::close`].
+    closed: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for SqliteSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteSession")
+            .field("session_id", &self.id)
+            .field("closed", &self.is_closed())
+            .finish_non_exhaustive()
+    }
 }
 
 impl SqliteSession {
@@ -69,14 +76,17 @@ impl SqliteSession {
             store,
             id,
             settings,
+            closed: Arc::new(AtomicBool::new(false)),
         }
     }
 
-    /// Python-style convenience: open `path` (default settings) and return one session of it.
-    pub fn open(session_id: impl Into<String>, path: impl AsRef<Path>) -> Result<SqliteSession> {
-        Ok(Store::open(path)?.session(session_id))
+    /// Python-style convenience (`SQLiteSession(session_id, db_path)`): open the database
+    /// (default settings) and return one session of it. Blocks while opening.
+    pub fn open(session_id: impl Into<String>, db: impl Into<Database>) -> Result<SqliteSession> {
+        Ok(Store::open(db)?.session(session_id))
     }
 
+    /// The session's id.
     pub fn session_id(&self) -> &str {
         &self.id
     }
@@ -92,6 +102,26 @@ impl SqliteSession {
         self
     }
 
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        if self.store.is_closed() {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    async fn exec(&self, op: Op) -> Result<Outcome> {
+        self.check_open()?;
+        self.store.execute(op).await
+    }
+
+    fn exec_blocking(&self, op: Op) -> Result<Outcome> {
+        self.check_open()?;
+        self.store.execute_blocking(op)
+    }
+
     fn get_op(&self, limit: Option<i64>) -> Op {
         Op::GetItems {
             session: self.id.to_string(),
@@ -99,29 +129,32 @@ impl SqliteSession {
         }
     }
 
+    /// Items oldest first: `None` = the settings' limit; `Some(n > 0)` the newest `n`;
+    /// `Some(0)` none; `Some(n < 0)` all.
     pub async fn get_items(&self, limit: Option<i64>) -> Result<Vec<Item>> {
-        items(self.store.execute(self.get_op(limit)).await?)
+        items(self.exec(self.get_op(limit)).await?)
     }
 
     /// Append items in one transaction. On a closed store this fails with `Closed` even when
     /// `items` is empty; otherwise an empty list is a no-op.
     pub async fn add_items(&self, items: Vec<Item>) -> Result<()> {
         match self.add_op(items)? {
-            Some(op) => done(self.store.execute(op).await?),
+            Some(op) => done(self.exec(op).await?),
             None => Ok(()),
         }
     }
 
     fn add_op(&self, items: Vec<Item>) -> Result<Option<Op>> {
-        self.store.handle().check_open()?;
+        self.check_open()?;
         Ok((!items.is_empty()).then(|| Op::AddItems {
             session: self.id.to_string(),
             items,
         }))
     }
 
+    /// Remove and return the newest item (corrupt rows met on the way are deleted).
     pub async fn pop_item(&self) -> Result<Option<Item>> {
-        popped(self.store.execute(self.pop_op()).await?)
+        popped(self.exec(self.pop_op()).await?)
     }
 
     fn pop_op(&self) -> Op {
@@ -130,8 +163,9 @@ impl SqliteSession {
         }
     }
 
+    /// Delete the session's items and its session row.
     pub async fn clear_session(&self) -> Result<()> {
-        done(self.store.execute(self.clear_op()).await?)
+        done(self.exec(self.clear_op()).await?)
     }
 
     fn clear_op(&self) -> Op {
@@ -145,9 +179,26 @@ impl SqliteSession {
         BlockingSession(self.clone())
     }
 
-    /// Close the store handle this session came from (and so every session of that handle).
+    /// Close this session value (and its clones): every later call through it fails with
+    /// [`Error::Closed`]. The store and its other sessions go on; to end them all, close the
+    /// [`Store`]. Idempotent; returns at once.
+    ///
+    /// ```
+    /// # fn main() -> agent_sessions::Result<()> {
+    /// let store = agent_sessions::Store::open_in_memory()?;
+    /// let (a, b) = (store.session("a"), store.session("b"));
+    /// a.close();
+    /// assert_eq!(a.blocking().get_items(None), Err(agent_sessions::Error::Closed));
+    /// assert_eq!(b.blocking().get_items(None), Ok(vec![]));
+    /// # Ok(()) }
+    /// ```
     pub fn close(&self) {
-        self.store.close();
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// Whether this session value, or its store, is closed.
+    pub fn is_closed(&self) -> bool {
+        self.check_open().is_err()
     }
 }
 
@@ -156,27 +207,32 @@ impl SqliteSession {
 pub struct BlockingSession(SqliteSession);
 
 impl BlockingSession {
+    /// The session's id.
     pub fn session_id(&self) -> &str {
         self.0.session_id()
     }
 
+    /// Blocking [`SqliteSession::get_items`].
     pub fn get_items(&self, limit: Option<i64>) -> Result<Vec<Item>> {
-        items(self.0.store.execute_blocking(self.0.get_op(limit))?)
+        items(self.0.exec_blocking(self.0.get_op(limit))?)
     }
 
+    /// Blocking [`SqliteSession::add_items`].
     pub fn add_items(&self, items: Vec<Item>) -> Result<()> {
         match self.0.add_op(items)? {
-            Some(op) => done(self.0.store.execute_blocking(op)?),
+            Some(op) => done(self.0.exec_blocking(op)?),
             None => Ok(()),
         }
     }
 
+    /// Blocking [`SqliteSession::pop_item`].
     pub fn pop_item(&self) -> Result<Option<Item>> {
-        popped(self.0.store.execute_blocking(self.0.pop_op())?)
+        popped(self.0.exec_blocking(self.0.pop_op())?)
     }
 
+    /// Blocking [`SqliteSession::clear_session`].
     pub fn clear_session(&self) -> Result<()> {
-        done(self.0.store.execute_blocking(self.0.clear_op())?)
+        done(self.0.exec_blocking(self.0.clear_op())?)
     }
 }
 
@@ -208,13 +264,45 @@ pub struct ModelSession {
 }
 
 impl ModelSession {
-    /// A session `id` on `model` (share one model between sessions to share a "file").
-    pub fn new(model: Arc<Mutex<Model>>, id: impl Into<String>) -> Self {
+    /// A session `id` on a fresh, empty model.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> agent_sessions::Result<()> {
+    /// use agent_sessions::{ModelSession, Session};
+    /// let a = ModelSession::new("a");
+    /// let b = a.sibling("b"); // same "file"
+    /// a.add_items(vec![serde_json::json!("hi")]).await?;
+    /// assert!(b.get_items(None).await?.is_empty());
+    /// assert_eq!(a.snapshot().rows("a").len(), 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn new(id: impl Into<String>) -> Self {
         ModelSession {
-            model,
+            model: Arc::new(Mutex::new(Model::new())),
             id: id.into(),
             settings: SessionSettings::default(),
         }
+    }
+
+    /// Another session, `id`, on the same model (as two sessions share one file).
+    pub fn sibling(&self, id: impl Into<String>) -> Self {
+        ModelSession {
+            model: self.model.clone(),
+            id: id.into(),
+            settings: self.settings,
+        }
+    }
+
+    /// Same session with another default limit.
+    pub fn with_settings(mut self, settings: SessionSettings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// A copy of the model's current state.
+    pub fn snapshot(&self) -> Model {
+        self.model.lock().clone()
     }
 
     fn apply(&self, op: Op) -> Result<Outcome> {

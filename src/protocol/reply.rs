@@ -10,8 +10,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
+use super::sync::{Arc, Condvar, Mutex};
 use crate::error::{Error, Result};
-use crate::sync::{Arc, Condvar, Mutex};
 
 struct Slot<T> {
     value: Option<Result<T>>,

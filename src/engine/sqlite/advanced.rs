@@ -4,22 +4,22 @@
 //! usage guard cannot interleave with other writers), and the handle state travels with each
 //! operation as a [`HandleView`] instead of living in a shared object.
 //!
-//! The semantics are the reference model's ([`session_model::advanced`]); the item-level rules
+//! The semantics are the reference model's ([`agent_sessions_model::advanced`]); the item-level rules
 //! (classification, tool names, turn content, search matching) are the model's own functions,
-//! and every error is built by [`session_model::advanced::errors`], so the engine and the model
+//! and every error is built by [`agent_sessions_model::advanced::errors`], so the engine and the model
 //! cannot drift apart in wording either.
 
-use rusqlite::types::ValueRef;
-use rusqlite::{params, Connection, OptionalExtension};
-use serde_json::Value;
-use session_model::advanced::{
+use agent_sessions_model::advanced::{
     classify, errors, is_blank, is_user_item, tool_name, turn_matches, user_content,
 };
-use session_model::{
+use agent_sessions_model::{
     parse_item, AdvancedAnswer, AdvancedOp, BranchInfo, HandleView, Item, ModelError, Outcome,
     StructureStatus, ToolUse, TurnAnchor, TurnGroup, TurnItem, TurnRecord, TurnUsage, Usage,
     UsageTotals,
 };
+use rusqlite::types::ValueRef;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::Value;
 
 use super::basic::{limited_items, text_of};
 use super::schema::{Ident, Tables};
@@ -407,7 +407,7 @@ impl Run<'_> {
                 }
                 let view = self.refresh_for_write(view)?;
                 let batch = items.iter().map(|item| {
-                    let text = crate::pyjson::to_python_json(item);
+                    let text = crate::json::to_python_json(item);
                     (text, classify(item), tool_name(item), is_user_item(item))
                 });
                 self.append(&view.branch, batch)?;
@@ -453,7 +453,7 @@ impl Run<'_> {
                 self.exec(STRUCT_CLEAR, params![s])?;
                 self.exec(USAGE_CLEAR, params![s])?;
                 self.exec(GEN_BUMP, params![s])?;
-                let view = HandleView::at(session_model::advanced::MAIN, self.generation()?);
+                let view = HandleView::at(agent_sessions_model::advanced::MAIN, self.generation()?);
                 Ok((view, AdvancedAnswer::Done))
             }
             AdvancedOp::CreateBranchFromTurn {
@@ -496,7 +496,7 @@ impl Run<'_> {
                 if is_blank(branch) {
                     return Err(model_err(errors::blank_branch_id(s)));
                 }
-                if branch == session_model::advanced::MAIN {
+                if branch == agent_sessions_model::advanced::MAIN {
                     return Err(model_err(errors::delete_main(s)));
                 }
                 let mut view = view.refreshed(self.read_generation()?);
@@ -512,7 +512,7 @@ impl Run<'_> {
                 self.exec(STRUCT_DELETE_BRANCH, params![s, branch])?;
                 self.exec(&self.t.adv.orphans, params![s])?;
                 if current {
-                    view.branch = session_model::advanced::MAIN.into();
+                    view.branch = agent_sessions_model::advanced::MAIN.into();
                 }
                 Ok((view, AdvancedAnswer::Done))
             }
@@ -604,7 +604,7 @@ impl Run<'_> {
                 };
                 let recorded = target.is_some();
                 if let Some(a) = target {
-                    let details = |d: &Option<Value>| d.as_ref().map(crate::pyjson::to_python_json);
+                    let details = |d: &Option<Value>| d.as_ref().map(crate::json::to_python_json);
                     self.exec(
                         USAGE_UPSERT,
                         params![
@@ -935,7 +935,7 @@ impl Run<'_> {
     /// User turns containing `term`: SQL `LIKE` on the stored JSON text as a prefilter (the
     /// term encoded the way the text is), then the model's exact match on the decoded content.
     fn find(&self, branch: &str, term: &str) -> Result<Vec<TurnRecord>> {
-        let encoded = crate::pyjson::to_python_json(&Value::String(term.to_owned()));
+        let encoded = crate::json::to_python_json(&Value::String(term.to_owned()));
         let inner = &encoded[1..encoded.len() - 1];
         let mut pattern = String::with_capacity(inner.len() + 2);
         pattern.push('%');

@@ -301,7 +301,7 @@ pub fn run(
         rusqlite::Connection::open(&path)?.execute(
             &format!(
                 "DELETE FROM {m} WHERE id = (SELECT MAX(id) FROM {m} WHERE session_id LIKE ?1)",
-                m = base.tables().messages.sql()
+                m = base.messages_table()
             ),
             [format!("{run_id}%")],
         )?;

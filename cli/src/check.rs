@@ -7,9 +7,9 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use agent_sessions_model::parse_item;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use serde_json::{json, Value};
-use session_model::parse_item;
 
 /// Quote a table name for SQL the way it was validated: plain names stay, others are quoted.
 fn ident(name: &str) -> String {

@@ -8,11 +8,11 @@
 //! and used through `&mut` — so the probe each method enters ([`UseProbe`]) is a tripwire for a
 //! future change that shares one; the loom negative controls show it fires when shared.
 
-use session_model::{Item, Model, Op, Outcome};
+use agent_sessions_model::{Item, Model, Op, Outcome};
 
 use crate::error::{Error, Result};
-use crate::pool::{Connection, Engine, Role};
-use crate::sync::{Arc, AtomicBool, AtomicUsize, Mutex, Ordering};
+use crate::protocol::engine::{Connection, Engine, Role};
+use crate::protocol::sync::{Arc, AtomicBool, AtomicUsize, Mutex, Ordering};
 
 /// An item that makes its request fail after it has been applied (so only a rollback undoes it).
 pub fn failing_item() -> Item {
@@ -41,6 +41,7 @@ impl UseProbe {
     }
 }
 
+/// Marks a connection in use until dropped.
 pub struct UseGuard<'a>(&'a UseProbe);
 
 impl Drop for UseGuard<'_> {
@@ -52,10 +53,13 @@ impl Drop for UseGuard<'_> {
 /// Counters and switches shared by every connection of a model engine.
 #[derive(Debug, Default)]
 pub struct ModelStats {
+    /// Connections opened so far.
     pub opened: AtomicUsize,
     /// The most connections ever open at once (I2).
     pub peak_open: AtomicUsize,
+    /// Connections closed so far.
     pub closed: AtomicUsize,
+    /// Commits that succeeded.
     pub commits: AtomicUsize,
     /// The next this-many commits fail.
     pub fail_commits: AtomicUsize,
@@ -74,10 +78,12 @@ impl ModelStats {
 #[derive(Clone, Default)]
 pub struct ModelEngine {
     db: Arc<Mutex<Model>>,
+    /// Shared counters and fault switches.
     pub stats: Arc<ModelStats>,
 }
 
 impl ModelEngine {
+    /// An empty database.
     pub fn new() -> Self {
         Self::default()
     }
