@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 duration=${1:-30}; shift || true
 py=${AGENT_SESSIONS_PYTHON:-target/pyenv/bin/python}
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-rust=$(cargo run --release --quiet -- stress --writers 30 --readers 10 --limit 20 \
+rust=$(cargo run --release --quiet -p agent-sessions-cli -- stress --writers 30 --readers 10 --limit 20 \
          --duration "$duration" --json "$@" 2>/dev/null | tail -n 1)
 python=$("$py" benches/python_stress.py "$tmp/py.db" --writers 30 --readers 10 --limit 20 \
          --duration "$duration" $(printf '%s\n' "$@" | grep -x -- '--advanced' || true))

@@ -67,6 +67,11 @@ pub use error::{Error, ErrorKind, Result, Source};
 pub use protocol::handle::BoxFuture;
 pub use protocol::pool::PoolStats;
 
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 /// Internals for this workspace's loom and property suites (feature `test-hooks`): the protocol
 /// modules, the model engine and the fault switches. Not part of the public API; never enable
 /// the feature in production.

@@ -375,3 +375,72 @@ fn a_dangling_symlink_and_its_target_share_one_pool() {
     }
     first.close();
 }
+
+/// I3 per session value: `session.close()` ends that session (and its clones) only; the other
+/// sessions of the store, and new sessions of it, go on. `Store::close()` ends them all.
+#[test]
+fn closing_a_session_leaves_the_store_and_its_other_sessions_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("close.db")).unwrap();
+    let a = store.session("a");
+    let a_clone = a.clone();
+    let b = store.session("b").blocking();
+    a.blocking().add_items(vec![json!(1)]).unwrap();
+    a.close();
+    assert!(a.is_closed());
+    assert_eq!(a.blocking().get_items(None), Err(Error::Closed));
+    assert_eq!(a_clone.blocking().add_items(vec![]), Err(Error::Closed));
+    b.add_items(vec![json!(2)]).unwrap();
+    assert_eq!(b.get_items(None).unwrap(), vec![json!(2)]);
+    // The closed value's data is untouched; a new session value on the same id works.
+    assert_eq!(
+        store.session("a").blocking().get_items(None).unwrap(),
+        vec![json!(1)]
+    );
+    assert!(!store.is_closed());
+
+    let adv_store = Store::builder(dir.path().join("adv.db"))
+        .create_structure_tables(true)
+        .open()
+        .unwrap();
+    let x = adv_store.advanced_session("x").unwrap();
+    let y = adv_store.advanced_session("y").unwrap().blocking();
+    x.close();
+    assert_eq!(x.blocking().get_items(None), Err(Error::Closed));
+    y.add_items(vec![json!({"role": "user", "content": "hi"})])
+        .unwrap();
+    assert_eq!(y.get_items(None).unwrap().len(), 1);
+
+    store.close();
+    assert_eq!(b.get_items(None), Err(Error::Closed));
+    assert_eq!(store.session("c").blocking().get_items(None), Err(Error::Closed));
+}
+
+/// Closing returns at once, also inside an async task, and `wait_closed` resolves once the
+/// pool has drained: every write accepted before the close is stored.
+#[tokio::test(flavor = "current_thread")]
+async fn close_returns_at_once_and_wait_closed_sees_accepted_writes_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("drain.db");
+    let store = Store::open_async(&path).await.unwrap();
+    let s = store.session("s");
+    let pending: Vec<_> = (0..200)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move { s.add_items(vec![json!(i)]).await })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    store.close();
+    store.wait_closed().await;
+    let mut acknowledged = 0;
+    for p in pending {
+        match p.await.unwrap() {
+            Ok(()) => acknowledged += 1,
+            Err(e) => assert_eq!(e, Error::Closed),
+        }
+    }
+    let reopened = Store::open_async(&path).await.unwrap();
+    let stored = reopened.session("s").get_items(None).await.unwrap();
+    assert_eq!(stored.len(), acknowledged, "stored != acknowledged");
+}
