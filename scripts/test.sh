@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The project's test command: unit, integration, doc, property and Python-interop tests, then
-# the loom model-checking suite. Usage: scripts/test.sh  (env knobs: see README "Testing").
+# The project's test command: format, lints, docs; unit, integration, doc, property and
+# Python-interop tests; the examples; packaging; a downstream crate; then the loom
+# model-checking suite. Usage: scripts/test.sh  (env knobs: see the README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +25,18 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --quie
 
 step "cargo test (workspace: unit, integration, doc, property, interop)"
 cargo test --workspace --release
+
+step "examples (examples/)"
+for example in tokio threads advanced; do
+  cargo run --release --quiet --example "$example" >/dev/null
+  echo "example $example: ok"
+done
+
+step "packaging (cargo package --workspace: every crate meant for publishing)"
+cargo package --workspace --exclude loom-tests --exclude proptests --allow-dirty --quiet
+
+step "a downstream crate (downstream-check/: default features, tokio, no internals)"
+scripts/downstream.sh
 
 step "loom (LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:=2}, --release, target-loom/)"
 export LOOM_MAX_PREEMPTIONS

@@ -628,7 +628,6 @@ fn custom_table_names_shared() {
         "Rust with default tables sees s2/m2 items"
     );
     default_store.close();
-    default_store.wait_closed_blocking();
     let (_, seen) = default_py.get(&db, "c", None);
     assert!(
         seen.is_empty(),
