@@ -15,10 +15,16 @@
 //! - I11: every branch id goes through [`BranchRows::reserve_branch`], which refuses a used one.
 //! - I12: writes and default-branch reads adopt the durable generation through
 //!   [`HandleView::refreshed`]; only a clear bumps it, by one.
-//! - I13: usage is written only while its anchor (the turn's first structure row) exists.
-//! - I15: argument checks come before the first write; the answer's view is the only handle
-//!   state that changes, and a failed operation returns none, so the caller's rollback of its
-//!   rows restores everything.
+//! - I13: usage is written only while its anchor (the turn's first structure row) exists, and
+//!   never for the current turn of a handle that has not seen the latest clear.
+//! - I15: the handle's state changes only through the view an operation answers with, and a
+//!   failed operation answers with none; what it wrote before failing is undone by the caller's
+//!   rollback of the request.
+//!
+//! Two deliberate differences from the Python SDK's `AdvancedSQLiteSession`, as the SPEC asks:
+//! every operation runs atomically inside the caller's transaction (so capture-then-write
+//! sequences such as the usage guard cannot interleave with other writers), and the handle
+//! state travels with each operation as a [`HandleView`] instead of living in a shared object.
 //!
 //! Item-level rules (classification, tool names, turn content, search matching) and every error
 //! text are the reference model's own ([`agent_sessions_model::advanced`]), so engines and model

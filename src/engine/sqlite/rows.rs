@@ -1,13 +1,7 @@
-//! The Advanced row primitives on SQLite: each method of the
-//! [`AdvancedRows`](crate::engine::advanced::AdvancedRows) traits is one or two statements of
-//! [`super::sql`], run through the connection's statement cache. The rules that combine them are
-//! engine-neutral ([`crate::engine::advanced`]).
-//!
-//! Two deliberate differences from the Python SDK's `AdvancedSQLiteSession` follow from how the
-//! engine runs these statements, not from the statements themselves: every write runs atomically
-//! in the writer's `BEGIN IMMEDIATE` group transaction (so capture-then-write sequences such as
-//! the usage guard cannot interleave with other writers), and the handle state travels with each
-//! operation instead of living in a shared object.
+//! The Advanced row primitives on SQLite: each method of the [`AdvancedRows`] traits runs one
+//! or two statements of [`super::sql`] (the Python SDK's, except where that file says why not)
+//! through the connection's statement cache. The rules that combine them are engine-neutral
+//! ([`crate::engine::advanced`]).
 
 use agent_sessions_model::{ToolUse, TurnAnchor, TurnItem, TurnUsage, Usage, UsageTotals};
 use rusqlite::{params, Connection, OptionalExtension, Params, Row};
