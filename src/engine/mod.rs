@@ -6,7 +6,13 @@
 //!   `AdvancedSQLiteSession` (SPEC §5).
 //! - `model` (feature `test-hooks`): the reference model behind the same traits, for loom and
 //!   tests.
+//!
+//! What every SQL engine shares is written once, above the engines: [`advanced`], the Advanced
+//! session rules over row-level primitives each engine implements, and [`limit`], the `limit`
+//! rules of `get_items`.
 
+pub(crate) mod advanced;
+pub(crate) mod limit;
 #[cfg(feature = "test-hooks")]
 pub mod model;
 pub(crate) mod sqlite;

@@ -1,211 +1,24 @@
-//! The SQLite engine: opens the pool's connections with the file's settings and executes
-//! operations on them with the exact tables, SQL and JSON bytes of the Python SDK (SPEC §5).
+//! The SQLite engine: the exact tables, SQL and JSON bytes of the Python SDK (SPEC §5) behind
+//! the protocol's [`Engine`](crate::protocol::engine::Engine) traits.
 //!
-//! Each [`SqliteConn`] is owned by one pool thread (I1). Writes run inside the writer's group
-//! transaction (`BEGIN IMMEDIATE`, so SQLite's busy handler applies, I5); reads on a reader run
-//! in one deferred transaction so a multi-statement read sees one snapshot.
+//! Dependencies flow one way, from the connection down to the statements:
+//! - [`open`]: one pool per file per process, through the registry.
+//! - [`conn`]: the engine and its connections (settings, transactions), and the routing of each
+//!   operation to one of:
+//!   - [`basic`]: basic sessions (SPEC §5.2);
+//!   - [`rows`]: the Advanced row primitives under the engine-neutral rules of
+//!     [`crate::engine::advanced`] (SPEC §5.3);
+//!   - [`schema`]: creating the tables and claiming the structure tables.
+//! - [`sql`]: every SQL text of the engine, built over validated [`ident`]s; [`value`]: lenient
+//!   column readers.
 
-mod advanced;
 mod basic;
+mod conn;
+mod ident;
 mod open;
-pub(crate) mod schema;
+mod rows;
+mod schema;
+mod sql;
+mod value;
 
 pub(crate) use open::{open_file, open_memory};
-
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
-
-use agent_sessions_model::{Op, Outcome};
-use rusqlite::{Connection as Sql, OpenFlags};
-
-use crate::engine::Durability;
-use crate::error::{Context, Error, Result};
-use crate::protocol::engine::{Connection, Engine, Role};
-pub(crate) use schema::Tables;
-
-/// Settings fixed for a file by its first opener.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct ConnOptions {
-    pub(crate) durability: Durability,
-    pub(crate) busy_timeout: Duration,
-    /// Fault injection for tests: cap the file at this many pages (`PRAGMA max_page_count` on
-    /// the writer), so writes meet a full database (SQLITE_FULL) at a chosen size.
-    pub(crate) max_page_count: Option<u32>,
-}
-
-/// Opens connections to one file (or one private in-memory database).
-pub(crate) struct SqliteEngine {
-    /// `None`: a private in-memory database (only a writer, which serves reads too).
-    path: Option<PathBuf>,
-    pub(crate) options: ConnOptions,
-}
-
-impl SqliteEngine {
-    pub(crate) fn file(path: PathBuf, options: ConnOptions) -> Self {
-        SqliteEngine {
-            path: Some(path),
-            options,
-        }
-    }
-
-    pub(crate) fn memory(options: ConnOptions) -> Self {
-        SqliteEngine {
-            path: None,
-            options,
-        }
-    }
-
-    fn describe(&self) -> String {
-        match &self.path {
-            Some(p) => format!("database {}", p.display()),
-            None => "in-memory database".to_owned(),
-        }
-    }
-
-    fn open_conn(&self, role: Role) -> Result<Sql> {
-        let what = self.describe();
-        let base = OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = match (&self.path, role) {
-            (None, _) => Sql::open_in_memory(),
-            (Some(p), Role::Writer) => Sql::open_with_flags(
-                p,
-                base | OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
-            ),
-            (Some(p), Role::Reader(_)) => {
-                Sql::open_with_flags(p, base | OpenFlags::SQLITE_OPEN_READ_ONLY)
-            }
-        }
-        .context(format!("opening {what}"))?;
-        conn.busy_timeout(self.options.busy_timeout)?;
-        // Foreign keys stay off, as in Python (SPEC §5.1): the bundled SQLite turns them on by
-        // default, and its `ON DELETE CASCADE`s would then delete structure rows behind a basic
-        // session's pop or clear, which Python never does. Every cascade is an explicit DELETE.
-        conn.pragma_update(None, "foreign_keys", "OFF")?;
-        conn.set_prepared_statement_cache_capacity(64);
-        if let (Some(pages), Role::Writer) = (self.options.max_page_count, role) {
-            conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))?;
-        }
-        if self.path.is_some() {
-            if role == Role::Writer {
-                enable_wal(&conn, self.options.busy_timeout).map_err(|e| not_a_db(e, &what))?;
-                let sync = match self.options.durability {
-                    Durability::Normal => "NORMAL",
-                    Durability::Full => "FULL",
-                };
-                conn.pragma_update(None, "synchronous", sync)?;
-            } else {
-                // Touch the schema so a non-database file fails here, not on the first read.
-                conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))
-                    .map_err(|e| not_a_db(e.into(), &what))?;
-            }
-        }
-        Ok(conn)
-    }
-}
-
-/// `journal_mode=WAL`, retried while another connection holds the lock that switching needs.
-fn enable_wal(conn: &Sql, timeout: Duration) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0)) {
-            Ok(_) => return Ok(()),
-            Err(e) => {
-                let err = Error::from(e);
-                if !matches!(err, Error::Busy { .. }) || Instant::now() >= deadline {
-                    return Err(err);
-                }
-                crate::trace::event!(debug, "waiting for another connection's lock to enable WAL");
-                crate::protocol::sync::thread::sleep(Duration::from_millis(10));
-            }
-        }
-    }
-}
-
-fn not_a_db(e: Error, what: &str) -> Error {
-    match e {
-        Error::Sqlite { code: Some(26), .. } => Error::Schema(format!(
-            "{what} is not an SQLite database (or its header is corrupt)"
-        )),
-        Error::Sqlite { code: Some(11), .. } => Error::Schema(format!(
-            "{what} is corrupt (SQLite: database disk image is malformed)"
-        )),
-        other => other,
-    }
-}
-
-impl Engine for SqliteEngine {
-    type Ctx = Tables;
-    type Conn = SqliteConn;
-
-    fn open(&self, role: Role) -> Result<SqliteConn> {
-        Ok(SqliteConn {
-            conn: self.open_conn(role)?,
-        })
-    }
-}
-
-/// One SQLite connection, owned by one pool thread.
-pub(crate) struct SqliteConn {
-    conn: Sql,
-}
-
-impl SqliteConn {
-    fn run(&self, sql: &str) -> Result<()> {
-        self.conn.prepare_cached(sql)?.execute([])?;
-        Ok(())
-    }
-}
-
-impl Connection for SqliteConn {
-    type Ctx = Tables;
-
-    fn begin(&mut self) -> Result<()> {
-        self.run("BEGIN IMMEDIATE")
-    }
-
-    fn savepoint(&mut self) -> Result<()> {
-        self.run("SAVEPOINT request")
-    }
-
-    fn release(&mut self) -> Result<()> {
-        self.run("RELEASE request")
-    }
-
-    fn rollback_to(&mut self) -> Result<()> {
-        self.run("ROLLBACK TO request")?;
-        self.run("RELEASE request")
-    }
-
-    fn commit(&mut self) -> Result<()> {
-        self.run("COMMIT")
-    }
-
-    fn rollback(&mut self) {
-        if !self.conn.is_autocommit() {
-            let _ = self.conn.execute_batch("ROLLBACK");
-        }
-    }
-
-    fn in_transaction(&self) -> bool {
-        !self.conn.is_autocommit()
-    }
-
-    fn execute(&mut self, tables: &Tables, op: &Op) -> Result<Outcome> {
-        basic::execute(&self.conn, tables, op)
-    }
-
-    fn read(&mut self, tables: &Tables, op: &Op) -> Result<Outcome> {
-        self.run("BEGIN")?;
-        let result = basic::execute(&self.conn, tables, op);
-        if self.conn.is_autocommit() {
-            return result;
-        }
-        match self.run("COMMIT") {
-            Ok(()) => result,
-            Err(e) => {
-                self.rollback();
-                result.and(Err(e))
-            }
-        }
-    }
-}

@@ -4,7 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{ConnOptions, SqliteEngine, Tables};
+use super::conn::{ConnOptions, SqliteEngine};
+use super::sql::Tables;
 use crate::engine::OpenOptions;
 use crate::error::{Error, Result};
 use crate::protocol::handle::{Backend, Handle, Owner};

@@ -1,231 +1,188 @@
-//! Table names and the SQL text built from them. Names are validated once, when a store is
-//! opened, and only validated names are ever spliced into SQL (SPEC §5.1); user data always goes
-//! through bound parameters.
+//! Creating the tables and claiming the Advanced structure tables (SPEC §5.3 "Opening"): the
+//! base DDL, the structure DDL, and the ownership check that rejects structure tables whose
+//! foreign keys name another table pair (Python's `_claim_structure_tables`).
 
-use crate::error::{Error, Result};
+use agent_sessions_model::StructureStatus;
+use rusqlite::{Connection, OptionalExtension};
 
-/// A validated SQL identifier: plain (`[A-Za-z_][A-Za-z0-9_]*`) or double-quoted (`"any text"`,
-/// with inner quotes doubled).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Ident {
-    /// As written in SQL (quotes included for a quoted name).
-    sql: String,
-    /// The name itself (quotes removed, doubled quotes undone).
-    name: String,
-    quoted: bool,
+use super::ident::Ident;
+use super::sql::{Tables, FOREIGN_KEYS, GENERATIONS_DDL, INDEX_DDL, RESERVATIONS_DDL, TABLE_NAME};
+use super::value::text_of;
+use crate::error::{Context, Error, Result};
+
+/// Create the base tables if missing; with `structure`, also create and claim the structure
+/// tables. Runs inside the writer's transaction, so a rejected claim leaves nothing behind.
+pub(crate) fn init(conn: &Connection, t: &Tables, structure: bool) -> Result<()> {
+    for ddl in &t.basic.ddl {
+        conn.execute(ddl, []).context(format!(
+            "creating tables {} / {}",
+            t.sessions.sql(),
+            t.messages.sql()
+        ))?;
+    }
+    if structure {
+        init_structure(conn, t)?;
+    }
+    Ok(())
 }
 
-impl Ident {
-    /// Validate `text` as a table name. `what` names the setting in the error message.
-    pub fn parse(text: &str, what: &str) -> Result<Ident> {
-        let bad = |why: &str| {
-            Err(Error::InvalidArgument(format!(
-                "{what} {text:?} is not a valid table name: {why}; use a plain identifier \
-                 (letters, digits, '_', not starting with a digit) or a double-quoted name"
-            )))
-        };
-        if text.is_empty() {
-            return bad("it is empty");
-        }
-        if text.contains('\0') {
-            return bad("it contains a NUL character");
-        }
-        if let Some(inner) = text
-            .strip_prefix('"')
-            .and_then(|t| t.strip_suffix('"'))
-            .filter(|_| text.len() >= 2)
-        {
-            if inner.is_empty() {
-                return bad("the quoted name is empty");
-            }
-            if inner.replace("\"\"", "").contains('"') {
-                return bad("a double quote inside a quoted name must be doubled");
-            }
-            return Ok(Ident {
-                sql: text.to_owned(),
-                name: inner.replace("\"\"", "\""),
-                quoted: true,
-            });
-        }
-        let mut chars = text.chars();
-        let first_ok = chars
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
-        if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return bad("it has characters outside [A-Za-z0-9_] or starts with a digit");
-        }
-        if text.len() >= 7 && text[..7].eq_ignore_ascii_case("sqlite_") {
-            return bad("names starting with 'sqlite_' are reserved by SQLite");
-        }
-        Ok(Ident {
-            sql: text.to_owned(),
-            name: text.to_owned(),
-            quoted: false,
+/// Create the structure tables, check that they belong to this opener's table pair, then create
+/// the helper tables and indexes (Python's order, so `sqlite_master` matches). Runs inside the
+/// writer's transaction: a rejected claim rolls back with the request and leaves nothing.
+fn init_structure(conn: &Connection, t: &Tables) -> Result<()> {
+    for ddl in &t.advanced.structure_ddl {
+        conn.execute(ddl, [])?;
+    }
+    if let Err(why) = ownership(conn, t)? {
+        return Err(Error::Schema(why));
+    }
+    conn.execute(RESERVATIONS_DDL, [])?;
+    conn.execute(GENERATIONS_DDL, [])?;
+    for ddl in INDEX_DDL {
+        conn.execute(ddl, [])?;
+    }
+    Ok(())
+}
+
+/// Whether the structure tables exist and belong to this opener's pair (read-only).
+pub(crate) fn structure_status(conn: &Connection, t: &Tables) -> Result<StructureStatus> {
+    let exists = |name: &str| -> Result<bool> {
+        Ok(conn
+            .prepare_cached(TABLE_NAME)?
+            .query_row([name], |_| Ok(()))
+            .optional()?
+            .is_some())
+    };
+    if !exists("message_structure")? && !exists("turn_usage")? {
+        return Ok(StructureStatus::Missing);
+    }
+    Ok(match ownership(conn, t)? {
+        Ok(()) => StructureStatus::Owned,
+        Err(why) => StructureStatus::Rejected(why),
+    })
+}
+
+/// One foreign key as `PRAGMA foreign_key_list` reports it.
+#[derive(Clone)]
+struct ForeignKey {
+    table: String,
+    from: String,
+    to: Option<String>,
+}
+
+fn foreign_keys(conn: &Connection, table: &str) -> Result<Vec<ForeignKey>> {
+    let mut stmt = conn.prepare_cached(FOREIGN_KEYS)?;
+    let rows = stmt.query_map([table], |r| {
+        Ok(ForeignKey {
+            table: text_of(r.get_ref(0)?).unwrap_or_default(),
+            from: text_of(r.get_ref(1)?).unwrap_or_default(),
+            to: text_of(r.get_ref(2)?),
         })
-    }
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
 
-    /// The identifier as written in SQL.
-    pub fn sql(&self) -> &str {
-        &self.sql
-    }
+/// SQLite's identifier comparison (`NOCASE`: ASCII case folding only).
+fn same_ident(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
 
-    /// The bare name, as SQLite stores it in `sqlite_master`.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
+/// The structure tables that record their owner, and the columns that must reference it.
+const OWNER_COLUMNS: [(&str, &[&str]); 2] = [
+    ("message_structure", &["session_id", "message_id"]),
+    ("turn_usage", &["session_id"]),
+];
 
-    /// `idx_{name}_session_id`, quoted the same way as the table (Python's index name for plain
-    /// names).
-    fn index_name(&self) -> String {
-        if self.quoted {
-            format!("\"idx_{}_session_id\"", self.name.replace('"', "\"\""))
-        } else {
-            format!("idx_{}_session_id", self.name)
+/// The ownership check of SPEC §5.3 (Python's `_claim_structure_tables`): `Ok(Err(why))` when
+/// the structure tables are missing, malformed or owned by another pair.
+fn ownership(conn: &Connection, t: &Tables) -> Result<std::result::Result<(), String>> {
+    // 1. Each structure table records exactly one owner foreign key per required column.
+    let mut owners: Vec<(&str, Vec<ForeignKey>)> = Vec::new();
+    for (table, columns) in OWNER_COLUMNS {
+        let fks = foreign_keys(conn, table)?;
+        let mut found = Vec::new();
+        for column in columns {
+            let mut matching = fks.iter().filter(|fk| same_ident(&fk.from, column));
+            match (matching.next(), matching.next()) {
+                (Some(fk), None) => found.push(fk.clone()),
+                _ => {
+                    return Ok(Err(format!(
+                        "the `{table}` table does not record exactly one owner foreign key for \
+                         each required base-table column; open the store with \
+                         create_structure_tables(true) (CLI: `init --advanced`) to create and \
+                         claim the structure tables"
+                    )))
+                }
+            }
         }
+        owners.push((table, found));
     }
-}
-
-/// One opener's pair of tables and every statement that names them.
-#[derive(Debug)]
-pub struct Tables {
-    pub sessions: Ident,
-    pub messages: Ident,
-    pub sql: Sql,
-    /// The Advanced statements (structure tables, branches, usage).
-    pub(crate) adv: super::advanced::AdvSql,
-}
-
-/// Statement texts, built once per opener so the per-connection statement cache can key on them.
-#[derive(Debug)]
-pub struct Sql {
-    pub ddl: Vec<String>,
-    pub insert_session: String,
-    pub insert_message: String,
-    pub touch_session: String,
-    pub select_all: String,
-    pub select_newest: String,
-    pub pop_newest: String,
-    pub delete_messages: String,
-    pub delete_session: String,
-    pub list_sessions: String,
-    pub session_row: String,
-    pub export_messages: String,
-    pub import_session: String,
-    pub import_message: String,
-}
-
-impl Tables {
-    pub fn new(sessions: &str, messages: &str) -> Result<Tables> {
-        let s = Ident::parse(sessions, "sessions table")?;
-        let m = Ident::parse(messages, "messages table")?;
-        if s.name.eq_ignore_ascii_case(&m.name) {
-            return Err(Error::InvalidArgument(format!(
-                "the sessions and messages tables must differ (both are {:?})",
-                s.name
+    // 2. The configured names, as SQLite resolves them (case-insensitively).
+    let resolve = |ident: &Ident| -> Result<Option<String>> {
+        Ok(conn
+            .prepare_cached(TABLE_NAME)?
+            .query_row([ident.name()], |r| r.get::<_, String>(0))
+            .optional()?)
+    };
+    let (Some(sessions), Some(messages)) = (resolve(&t.sessions)?, resolve(&t.messages)?) else {
+        return Ok(Err(format!(
+            "the configured base tables {}/{} are missing; open the store with \
+             create_structure_tables(true) (CLI: `init --advanced`) to create and claim them",
+            t.sessions.sql(),
+            t.messages.sql()
+        )));
+    };
+    // 3. The messages table belongs to the sessions table.
+    let base: Vec<ForeignKey> = foreign_keys(conn, &messages)?
+        .into_iter()
+        .filter(|fk| {
+            same_ident(&fk.from, "session_id")
+                && fk
+                    .to
+                    .as_deref()
+                    .is_some_and(|to| same_ident(to, "session_id"))
+        })
+        .collect();
+    if base.len() != 1 || !same_ident(&base[0].table, &sessions) {
+        let owner = if base.len() == 1 {
+            base[0].table.as_str()
+        } else {
+            "ambiguous ownership"
+        };
+        return Ok(Err(format!(
+            "the configured messages table '{messages}' belongs to sessions table '{owner}', \
+             not to the configured '{sessions}'; give each sessions/messages table pair its own \
+             database file"
+        )));
+    }
+    // 4. Every owner foreign key points at the configured pair.
+    for (table, fks) in &owners {
+        let points_home = |fk: &ForeignKey| {
+            let (owner, column) = if same_ident(&fk.from, "message_id") {
+                (&messages, "id")
+            } else {
+                (&sessions, "session_id")
+            };
+            same_ident(&fk.table, owner)
+                && fk.to.as_deref().is_some_and(|to| same_ident(to, column))
+        };
+        if !fks.iter().all(points_home) {
+            let found: Vec<String> = fks
+                .iter()
+                .map(|fk| format!("{}({})", fk.table, fk.to.as_deref().unwrap_or("")))
+                .collect();
+            let configured = if fks.len() == 2 {
+                format!("{sessions}/{messages}")
+            } else {
+                sessions.clone()
+            };
+            return Ok(Err(format!(
+                "the `{table}` table already belongs to '{}', not to the configured \
+                 '{configured}'; structure tables are shared per database file, so give each \
+                 sessions/messages table pair its own database file",
+                found.join("/")
             )));
         }
-        let (st, mt) = (s.sql(), m.sql());
-        // The DDL text is Python's, byte for byte, so `sqlite_master` reads the same whichever
-        // side created the tables.
-        let ddl = vec![
-            format!(
-                "\n            CREATE TABLE IF NOT EXISTS {st} (\n                session_id TEXT PRIMARY KEY,\n                created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,\n                updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP\n            )\n        "
-            ),
-            format!(
-                "\n            CREATE TABLE IF NOT EXISTS {mt} (\n                id INTEGER PRIMARY KEY AUTOINCREMENT,\n                session_id TEXT NOT NULL,\n                message_data TEXT NOT NULL,\n                created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,\n                FOREIGN KEY (session_id) REFERENCES {st} (session_id)\n                    ON DELETE CASCADE\n            )\n        "
-            ),
-            format!(
-                "\n            CREATE INDEX IF NOT EXISTS {}\n            ON {mt} (session_id, id)\n        ",
-                m.index_name()
-            ),
-        ];
-        let sql = Sql {
-            ddl,
-            insert_session: format!("INSERT OR IGNORE INTO {st} (session_id) VALUES (?1)"),
-            insert_message: format!("INSERT INTO {mt} (session_id, message_data) VALUES (?1, ?2)"),
-            touch_session: format!(
-                "UPDATE {st} SET updated_at = CURRENT_TIMESTAMP WHERE session_id = ?1"
-            ),
-            select_all: format!(
-                "SELECT message_data FROM {mt} WHERE session_id = ?1 ORDER BY id ASC"
-            ),
-            select_newest: format!(
-                "SELECT message_data FROM {mt} WHERE session_id = ?1 ORDER BY id DESC LIMIT ?2"
-            ),
-            pop_newest: format!(
-                "DELETE FROM {mt} WHERE id = (SELECT id FROM {mt} WHERE session_id = ?1 \
-                 ORDER BY id DESC LIMIT 1) RETURNING message_data"
-            ),
-            delete_messages: format!("DELETE FROM {mt} WHERE session_id = ?1"),
-            delete_session: format!("DELETE FROM {st} WHERE session_id = ?1"),
-            list_sessions: format!(
-                "SELECT s.session_id, s.created_at, s.updated_at, \
-                 (SELECT COUNT(*) FROM {mt} m WHERE m.session_id = s.session_id) \
-                 FROM {st} s ORDER BY s.session_id"
-            ),
-            session_row: format!("SELECT created_at, updated_at FROM {st} WHERE session_id = ?1"),
-            export_messages: format!(
-                "SELECT message_data, created_at FROM {mt} WHERE session_id = ?1 ORDER BY id ASC"
-            ),
-            import_session: format!(
-                "INSERT OR IGNORE INTO {st} (session_id, created_at, updated_at) \
-                 VALUES (?1, COALESCE(?2, CURRENT_TIMESTAMP), COALESCE(?3, CURRENT_TIMESTAMP))"
-            ),
-            import_message: format!(
-                "INSERT INTO {mt} (session_id, message_data, created_at) \
-                 VALUES (?1, ?2, COALESCE(?3, CURRENT_TIMESTAMP))"
-            ),
-        };
-        let adv = super::advanced::AdvSql::new(&s, &m);
-        Ok(Tables {
-            sessions: s,
-            messages: m,
-            sql,
-            adv,
-        })
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn plain_and_quoted_names_are_accepted() {
-        assert_eq!(
-            Ident::parse("agent_sessions", "t").unwrap().sql(),
-            "agent_sessions"
-        );
-        assert_eq!(Ident::parse("_T9", "t").unwrap().name(), "_T9");
-        let q = Ident::parse("\"my \"\"odd\"\" table\"", "t").unwrap();
-        assert_eq!(q.name(), "my \"odd\" table");
-        assert_eq!(q.index_name(), "\"idx_my \"\"odd\"\" table_session_id\"");
-    }
-
-    #[test]
-    fn hostile_names_are_rejected_with_the_setting_named() {
-        for bad in [
-            "",
-            "1abc",
-            "a b",
-            "x; DROP TABLE y",
-            "t--",
-            "\"",
-            "\"\"",
-            "\"a\"b\"",
-            "sqlite_master",
-            "naïve",
-            "a\0b",
-        ] {
-            let err = Ident::parse(bad, "messages table").unwrap_err();
-            match err {
-                Error::InvalidArgument(m) => assert!(m.contains("messages table"), "{m}"),
-                other => panic!("{bad:?}: {other:?}"),
-            }
-        }
-        assert!(matches!(
-            Tables::new("same", "SAME"),
-            Err(Error::InvalidArgument(_))
-        ));
-    }
+    Ok(Ok(()))
 }
