@@ -12,7 +12,10 @@ const CHILD_ENV: &str = "AGENT_SESSIONS_MP_CHILD";
 const N: usize = 300;
 
 /// Child mode: write N items to its own session and N to the shared one, interleaved.
+/// (The child process's entry point, not a test: ignored in normal runs, run by the parent with
+/// `--ignored --exact mp_child`.)
 #[test]
+#[ignore = "child-process entry point of the multi-process tests"]
 fn mp_child() {
     let Ok(spec) = std::env::var(CHILD_ENV) else {
         return;
@@ -43,7 +46,14 @@ fn run_writers(path: &std::path::Path, mode: &str, script: &str) -> Vec<&'static
     for name in ["rust-a", "rust-b"] {
         children.push(
             Command::new(&exe)
-                .args(["mp_child", "--exact", "--nocapture", "--test-threads", "1"])
+                .args([
+                    "mp_child",
+                    "--exact",
+                    "--ignored",
+                    "--nocapture",
+                    "--test-threads",
+                    "1",
+                ])
                 .env(CHILD_ENV, format!("{}|{mode}{name}", path.display()))
                 .stdout(Stdio::null())
                 .spawn()
