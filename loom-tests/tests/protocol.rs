@@ -104,11 +104,22 @@ fn items(o: Outcome) -> Vec<serde_json::Value> {
 
 // ---- scenarios -------------------------------------------------------------------------------
 
-/// I4, I6, I15: two writers share a group; the failing one is rolled back alone, both get
-/// exactly one reply, and the model holds only the good write.
+/// I4, I6, I15: two writers race into the writer's queue; when they share a group, the
+/// failing one is rolled back alone; either way both get exactly one reply and the model holds
+/// only the good write. Whether some interleaving put both in one group (one commit) is
+/// recorded, and the test requires it: a pool that never groups (`batch_max = 1`) fails it.
 fn group_commit_isolates_a_failing_request(faults: Faults) {
+    group_commit_scenario(config(0, faults));
+}
+
+fn group_commit_scenario(config: PoolConfig) {
     let engine = ModelEngine::new();
-    let h = private_handle(&engine, 0, faults);
+    let pool = Pool::open(engine.clone(), config).unwrap();
+    let h = Arc::new(Handle::<PathBuf, _>::new(
+        Arc::new(pool),
+        Owner::Private,
+        (),
+    ));
     let h2 = h.clone();
     let t = thread::spawn(move || h2.call_blocking(add("s", failing_item())));
     let ok = h.call_blocking(add("s", json!("good")));
@@ -119,7 +130,13 @@ fn group_commit_isolates_a_failing_request(faults: Faults) {
     h.wait_closed();
     assert_eq!(engine.snapshot().rows("s"), vec![Some(json!("good"))]);
     assert_eq!(engine.stats.open_now(), 0);
+    if engine.stats.commits.load(Ordering::SeqCst) == 1 {
+        SHARED_GROUP_SEEN.store(true, StdOrdering::SeqCst);
+    }
 }
+
+/// Set when both writers of `group_commit_scenario` were committed in one group.
+static SHARED_GROUP_SEEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// I5: a read that starts after a write was acknowledged sees it (reader thread + writer).
 fn read_sees_acknowledged_writes(faults: Faults) {
@@ -508,9 +525,28 @@ fn loom_submitters_wait_for_queue_space() {
 
 #[test]
 fn loom_group_commit_isolates_a_failing_request() {
+    SHARED_GROUP_SEEN.store(false, StdOrdering::SeqCst);
     model("group_commit_isolates_a_failing_request", || {
         group_commit_isolates_a_failing_request(Faults::default())
     });
+    assert!(
+        SHARED_GROUP_SEEN.load(StdOrdering::SeqCst),
+        "no interleaving committed both requests in one group"
+    );
+    // Negative control: a writer that commits every request alone never shares a group, and
+    // the requirement above catches it.
+    SHARED_GROUP_SEEN.store(false, StdOrdering::SeqCst);
+    model("group_commit/batch_max_1", || {
+        group_commit_scenario(PoolConfig {
+            batch_max: 1,
+            ..config(0, Faults::default())
+        })
+    });
+    assert!(
+        !SHARED_GROUP_SEEN.load(StdOrdering::SeqCst),
+        "batch_max = 1 shared a group"
+    );
+    eprintln!("negative control group_commit/batch_max_1: caught (never one group)");
 }
 
 #[test]

@@ -152,6 +152,9 @@ pub enum Kind {
     /// A file capped at this many pages: writes meet a full database (injected SQLITE_FULL).
     TightFile(u32),
     Memory,
+    /// Negative control: a memory store whose writer commits every request alone
+    /// (`batch_max = 1`), so group steps are never one group commit.
+    MemoryUngrouped,
 }
 
 /// Two handles on one SQLite database.
@@ -178,9 +181,15 @@ impl SqliteTarget {
 
     fn open(&mut self) {
         self.handles = match self.kind {
-            Kind::Memory => {
+            Kind::Memory | Kind::MemoryUngrouped => {
+                let batch_max = if matches!(self.kind, Kind::Memory) {
+                    256
+                } else {
+                    1
+                };
                 let s = Store::builder(":memory:")
                     .create_structure_tables(true)
+                    .batch_max(batch_max)
                     .open()
                     .expect("open memory store");
                 vec![s.clone(), s]
@@ -193,7 +202,7 @@ impl SqliteTarget {
                     match self.kind {
                         Kind::File(d) => b = b.durability(d),
                         Kind::TightFile(pages) => b = b.max_page_count(pages),
-                        Kind::Memory => {}
+                        Kind::Memory | Kind::MemoryUngrouped => {}
                     }
                     b.open().expect("open file store")
                 })
@@ -209,8 +218,11 @@ impl Target for SqliteTarget {
 
     fn group(&mut self, h: usize, ops: Vec<Op>) -> Vec<Result<Outcome, Error>> {
         let store = &self.handles[h % self.handles.len()];
-        // Poll each future once, in order: that queues its request (FIFO), so the whole group
-        // is queued before the writer wakes up and the model order is the submission order.
+        // Poll each future once, in order, with the writer held: that queues every request
+        // (FIFO) before the writer takes any, so the group is one group commit and the model
+        // order is the submission order.
+        let before = store.pool_stats();
+        store.hold_writer(true);
         let mut pending: Vec<_> = ops
             .into_iter()
             .map(|op| Box::pin(store.execute(op)))
@@ -224,11 +236,22 @@ impl Target for SqliteTarget {
                 },
             )
             .collect();
+        store.hold_writer(false);
+        let queued = ready.iter().filter(|r| r.is_none()).count() as u64;
         for (slot, f) in ready.iter_mut().zip(pending) {
             if slot.is_none() {
                 *slot = Some(block_on(f));
             }
         }
+        let after = store.pool_stats();
+        assert_eq!(
+            (
+                after.write_batches - before.write_batches,
+                after.write_requests - before.write_requests
+            ),
+            (u64::from(queued > 0), queued),
+            "the {queued} requests of a group step were not committed as one group"
+        );
         ready
             .into_iter()
             .map(|r| r.expect("every request answered"))
@@ -236,11 +259,11 @@ impl Target for SqliteTarget {
     }
 
     fn path(&self) -> Option<&std::path::Path> {
-        (!matches!(self.kind, Kind::Memory)).then_some(self.path.as_path())
+        (!matches!(self.kind, Kind::Memory | Kind::MemoryUngrouped)).then_some(self.path.as_path())
     }
 
     fn reopen(&mut self) {
-        if !matches!(self.kind, Kind::Memory) {
+        if !matches!(self.kind, Kind::Memory | Kind::MemoryUngrouped) {
             for h in self.handles.drain(..) {
                 h.close();
             }

@@ -65,6 +65,16 @@ fn negative_control_dropped_adds_are_caught() {
     );
 }
 
+/// A group step must be one group commit (checked through the pool's statistics), so a writer
+/// that commits each request alone is caught.
+#[test]
+fn negative_control_writer_that_never_groups_is_caught() {
+    expect_caught(
+        || Box::new(SqliteTarget::new(Kind::MemoryUngrouped)),
+        "commits every request alone",
+    );
+}
+
 #[test]
 fn negative_control_reordered_batches_are_caught() {
     expect_caught(

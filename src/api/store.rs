@@ -185,6 +185,14 @@ impl Store {
         self.backend.closed_latch().wait()
     }
 
+    /// Test hook: while held, the pool's writer starts no new group, so requests submitted
+    /// meanwhile are committed as one group once released.
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    pub fn hold_writer(&self, held: bool) {
+        self.backend.hold_writer(held)
+    }
+
     /// Group-commit statistics of the database's pool (shared by every handle on it).
     pub fn pool_stats(&self) -> PoolStats {
         self.backend.stats()

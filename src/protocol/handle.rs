@@ -36,6 +36,9 @@ pub trait Backend: Send + Sync + 'static {
     fn stats(&self) -> PoolStats;
     /// The latch the pool sets once it has fully shut down.
     fn closed_latch(&self) -> Arc<Latch>;
+    /// Test hook: hold or release the pool's writer ([`Pool::hold_writer`]).
+    #[cfg(feature = "test-hooks")]
+    fn hold_writer(&self, held: bool);
 }
 
 /// Who owns the pool behind a handle.
@@ -190,6 +193,10 @@ impl<K: Key, E: Engine> Backend for Handle<K, E> {
     }
     fn closed_latch(&self) -> Arc<Latch> {
         self.pool.closed_latch()
+    }
+    #[cfg(feature = "test-hooks")]
+    fn hold_writer(&self, held: bool) {
+        self.pool.hold_writer(held)
     }
 }
 

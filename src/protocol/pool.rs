@@ -248,6 +248,13 @@ impl<E: Engine> Pool<E> {
         }
     }
 
+    /// Test hook: while held, the writer takes no new group (requests queue up), so the
+    /// requests queued meanwhile are committed together once it is released.
+    #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
+    pub fn hold_writer(&self, held: bool) {
+        self.writer.hold(held);
+    }
+
     /// The latch set once this pool has fully shut down.
     pub fn closed_latch(&self) -> Arc<Latch> {
         self.closed.clone()

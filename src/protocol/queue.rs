@@ -60,6 +60,9 @@ pub(crate) struct QueueState<C> {
     open: bool,
     /// Sum of the queued requests' `bytes`.
     bytes: usize,
+    /// Test hook: the consumer takes nothing while set (unless the queue is closed), so a test
+    /// can queue several requests and know they form one group.
+    held: bool,
     /// Async submitters waiting for space (blocking ones wait on the `space` condvar).
     space_waiters: Vec<Waker>,
     /// Batches taken and requests in them, for [`PoolStats`].
@@ -90,6 +93,7 @@ impl<C> Queue<C> {
                 items: VecDeque::new(),
                 open: true,
                 bytes: 0,
+                held: false,
                 space_waiters: Vec::new(),
                 batches: 0,
                 taken: 0,
@@ -156,7 +160,7 @@ impl<C> Queue<C> {
     pub(crate) fn pop_batch(&self, max: usize, out: &mut Vec<Request<C>>) -> bool {
         let mut st = self.state.lock();
         loop {
-            if !st.items.is_empty() {
+            if !st.items.is_empty() && !(st.held && st.open) {
                 let n = st.items.len().min(max);
                 let start = out.len();
                 out.extend(st.items.drain(..n));
@@ -173,6 +177,13 @@ impl<C> Queue<C> {
             }
             st = self.available.wait(st);
         }
+    }
+
+    /// Hold or release the consumer (see `QueueState::held`).
+    #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
+    pub(crate) fn hold(&self, held: bool) {
+        self.state.lock().held = held;
+        self.available.notify_all();
     }
 
     pub(crate) fn close(&self) {
