@@ -1327,23 +1327,43 @@ fn concurrent_handles_keep_structure_consistent() {
         )
         .unwrap();
     assert_eq!((dangling, unstructured, dupes), (0, 0, 0));
-    // Each add batch (a user item + its assistant) sits on consecutive sequence numbers.
+    // Each add batch (a user item + its assistant) sits on consecutive sequence numbers (I9):
+    // every user item on main whose assistant partner is still there (pops may have taken it)
+    // is directly followed by it, in sequence numbers and message ids.
     let main_rows: Vec<(String, i64, i64)> = db
         .prepare(
-            "SELECT s.message_type, s.sequence_number, s.message_id FROM message_structure s \
-             WHERE branch_id = 'main' ORDER BY sequence_number",
+            "SELECT m.message_data, s.sequence_number, s.message_id FROM message_structure s \
+             JOIN agent_messages m ON m.id = s.message_id \
+             WHERE s.branch_id = 'main' ORDER BY s.sequence_number",
         )
         .unwrap()
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .unwrap()
         .map(Result::unwrap)
         .collect();
-    for pair in main_rows.windows(2) {
-        if pair[0].0 == "user" && pair[1].0 == "assistant" {
-            assert_eq!(pair[1].1, pair[0].1 + 1);
-            assert_eq!(pair[1].2, pair[0].2 + 1);
+    let by_content: BTreeMap<String, (i64, i64)> = main_rows
+        .iter()
+        .map(|(data, seq, id)| {
+            let v: Value = serde_json::from_str(data).unwrap();
+            (v["content"].as_str().unwrap().to_owned(), (*seq, *id))
+        })
+        .collect();
+    let mut pairs = 0;
+    for (content, (seq, id)) in &by_content {
+        let Some((worker, i)) = content.split_once(" u") else {
+            continue; // an assistant item
+        };
+        let partner = format!("{worker} a{i}");
+        if let Some((partner_seq, partner_id)) = by_content.get(&partner) {
+            assert_eq!(
+                (*partner_seq, *partner_id),
+                (seq + 1, id + 1),
+                "{content:?} and {partner:?} are not adjacent"
+            );
+            pairs += 1;
         }
     }
+    assert!(pairs > 0, "no complete batch left on main to check");
 }
 
 #[test]
