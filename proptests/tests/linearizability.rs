@@ -4,8 +4,11 @@
 //!
 //! Invariants: I5 (writes linearizable in commit order; reads see a prefix including every write
 //! acknowledged before they began), I8 (no item popped twice), I4 (every call answered).
-//! Negative control: known non-linearizable histories are rejected by the checker.
+//! Negative controls: known non-linearizable histories are rejected by the checker, and the
+//! real recorder on real threads rejects a store that replies before its COMMIT and one that
+//! loses acknowledged adds.
 
+use agent_sessions::hooks::pool::Faults;
 use agent_sessions::{Op, Outcome, Store};
 use agent_sessions_model::Model;
 use proptest::prelude::*;
@@ -22,10 +25,28 @@ fn linearizable(model: &Model, history: &[Event]) -> Result<(), String> {
     }
 }
 
+/// How the store under test is broken, for the negative controls.
+#[derive(Clone, Copy, PartialEq)]
+enum Broken {
+    No,
+    /// The pool replies to a group before its COMMIT.
+    ReplyBeforeCommit,
+    /// Every third add is acknowledged without being written (a lost update).
+    LosesAdds,
+}
+
 fn run_history(prefix: &[Op], threads: &[Vec<Op>]) -> (Model, Vec<Event>) {
+    run_broken_history(prefix, threads, Broken::No)
+}
+
+fn run_broken_history(prefix: &[Op], threads: &[Vec<Op>], broken: Broken) -> (Model, Vec<Event>) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("lin.db");
-    let first = Store::open(&path).unwrap();
+    let faults = Faults {
+        reply_before_commit: broken == Broken::ReplyBeforeCommit,
+        ..Faults::default()
+    };
+    let first = Store::builder(&path).faults(faults).open().unwrap();
     let mut model = Model::new();
     for op in prefix {
         let got = first.execute_blocking(op.clone());
@@ -38,17 +59,68 @@ fn run_history(prefix: &[Op], threads: &[Vec<Op>]) -> (Model, Vec<Event>) {
     }
     let threads = threads
         .iter()
-        .map(|ops| (Store::open(&path).unwrap(), ops.clone()))
+        .map(|ops| {
+            (
+                Store::builder(&path).faults(faults).open().unwrap(),
+                ops.clone(),
+            )
+        })
         .collect();
-    let history = record_concurrently(
-        threads,
-        || (),
-        |store, _, op: Op| {
+    let honest: fn(&Store, &mut usize, Op) -> (Op, Result<Outcome, agent_sessions::Error>) =
+        |store, _, op| {
             let result = store.execute_blocking(op.clone());
             (op, result)
-        },
-    );
+        };
+    // Each thread acknowledges its third, sixth, ... add without writing it.
+    let lossy: fn(&Store, &mut usize, Op) -> (Op, Result<Outcome, agent_sessions::Error>) =
+        |store, adds, op| {
+            if matches!(op, Op::AddItems { .. }) {
+                *adds += 1;
+                if *adds % 3 == 0 {
+                    return (op, Ok(Outcome::Done));
+                }
+            }
+            let result = store.execute_blocking(op.clone());
+            (op, result)
+        };
+    let call = if broken == Broken::LosesAdds {
+        lossy
+    } else {
+        honest
+    };
+    let history = record_concurrently(threads, || 0usize, call);
     (model, history)
+}
+
+/// The real recorder and checker, run on real threads against a broken store, must reject
+/// some history: the checker is shown able to fail on what it is meant to catch, not only on
+/// hand-built histories.
+fn expect_rejected(broken: Broken, what: &str) {
+    let strategy = (
+        prop::collection::vec(write_op(), 0..3),
+        prop::collection::vec(prop::collection::vec(any_op(), 4..=5), 3),
+    );
+    let verdict = run_property(100, None, strategy, |(prefix, threads)| {
+        let (model, history) = run_broken_history(&prefix, &threads, broken);
+        linearizable(&model, &history)
+    });
+    match verdict {
+        Err(e) => eprintln!(
+            "negative control {what}: rejected ({} chars of minimal history)",
+            e.len()
+        ),
+        Ok(()) => panic!("negative control {what}: every history was accepted"),
+    }
+}
+
+#[test]
+fn negative_control_store_replying_before_commit_is_rejected() {
+    expect_rejected(Broken::ReplyBeforeCommit, "reply before commit");
+}
+
+#[test]
+fn negative_control_store_losing_updates_is_rejected() {
+    expect_rejected(Broken::LosesAdds, "lost update");
 }
 
 #[test]

@@ -381,6 +381,10 @@ fn run_batch<C: Connection>(
     if faults.reply_before_commit {
         // Broken on purpose: callers hear "done" before their writes are visible or durable.
         send_all(batch, results);
+        // Outside loom, widen the window so real-thread tests catch the fault every run
+        // rather than by luck (loom explores the window without it).
+        #[cfg(not(agent_sessions_loom))]
+        thread::sleep(std::time::Duration::from_millis(2));
         if conn.commit().is_err() {
             conn.rollback();
         }
