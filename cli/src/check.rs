@@ -7,16 +7,17 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use agent_sessions::{Database, Store};
 use agent_sessions_model::parse_item;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use serde_json::{json, Value};
 
-/// Quote a table name for SQL the way it was validated: plain names stay, others are quoted.
-fn ident(name: &str) -> String {
-    if name.starts_with('"') {
-        name.to_owned()
-    } else {
-        format!("\"{}\"", name.replace('"', "\"\""))
+/// The bare name SQLite keeps in `sqlite_master` for a validated name as written in SQL
+/// (`"my ""t"""` → `my "t"`).
+fn bare(sql_name: &str) -> String {
+    match sql_name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
+        Some(inner) => inner.replace("\"\"", "\""),
+        None => sql_name.to_owned(),
     }
 }
 
@@ -28,7 +29,7 @@ fn table_exists(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
     Ok(conn
         .query_row(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1 COLLATE NOCASE",
-            [name.trim_matches('"')],
+            [bare(name)],
             |_| Ok(()),
         )
         .optional()?
@@ -40,6 +41,18 @@ pub fn run(
     sessions: &str,
     messages: &str,
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    // Table names reach SQL only as the store validated them. The store that validates them is
+    // an in-memory one: opening the file's own would create missing tables (check is read-only)
+    // and would refuse a damaged file before SQLite's check could say what is wrong with it.
+    let names = Store::builder(Database::Memory)
+        .sessions_table(sessions)
+        .messages_table(messages)
+        .open()?;
+    let (s, m) = (
+        names.sessions_table().to_owned(),
+        names.messages_table().to_owned(),
+    );
+    names.close();
     if !db.exists() {
         return Err(format!("{} does not exist", db.display()).into());
     }
@@ -53,8 +66,7 @@ pub fn run(
     if integrity != ["ok"] {
         problems.push(format!("SQLite integrity check: {}", integrity.join("; ")));
     }
-    let (s, m) = (ident(sessions), ident(messages));
-    if !table_exists(&conn, messages)? || !table_exists(&conn, sessions)? {
+    if !table_exists(&conn, &m)? || !table_exists(&conn, &s)? {
         problems.push(format!("tables {sessions} / {messages} are missing"));
         return report(json!({"sqlite_integrity": integrity}), problems);
     }

@@ -18,6 +18,7 @@ use agent_sessions::{
 };
 use agent_sessions_model::RawMessage;
 use clap::{ArgGroup, CommandFactory, FromArgMatches, Parser, Subcommand};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 mod check;
@@ -398,10 +399,7 @@ fn run(cli: Cli, db_given: bool) -> CliResult<ExitCode> {
         Command::Branches { session } => {
             mode.require_advanced(&cli, "branches")?;
             for b in advanced(&store, session, None)?.list_branches()? {
-                let line = json!({"branch_id": b.branch_id, "message_count": b.message_count,
-                                  "user_turns": b.user_turns, "is_current": b.is_current,
-                                  "created_at": b.created_at});
-                writeln!(out, "{line}")?;
+                line(&mut out, &b)?;
             }
         }
         Command::Branch {
@@ -444,9 +442,7 @@ fn run(cli: Cli, db_given: bool) -> CliResult<ExitCode> {
         Command::Tools { session, branch } => {
             mode.require_advanced(&cli, "tools")?;
             for t in advanced(&store, session, None)?.get_tool_usage(branch.as_deref())? {
-                let line = json!({"tool_name": t.tool_name, "usage_count": t.usage_count,
-                                  "user_turn_number": t.user_turn_number});
-                writeln!(out, "{line}")?;
+                line(&mut out, &t)?;
             }
         }
         Command::Usage {
@@ -458,23 +454,14 @@ fn run(cli: Cli, db_given: bool) -> CliResult<ExitCode> {
             let a = advanced(&store, session, None)?;
             match turn {
                 None => {
-                    if let Some(t) = a.get_session_usage(branch.as_deref())? {
-                        let line = json!({"requests": t.requests, "input_tokens": t.input_tokens,
-                                          "output_tokens": t.output_tokens,
-                                          "total_tokens": t.total_tokens,
-                                          "total_turns": t.total_turns});
-                        writeln!(out, "{line}")?;
+                    if let Some(totals) = a.get_session_usage(branch.as_deref())? {
+                        line(&mut out, &totals)?;
                     }
                 }
                 Some(n) => {
+                    // One turn's usage without its number, as the SDK's get_turn_usage(n).
                     if let Some(t) = a.get_turn_usage(Some(*n), branch.as_deref())?.first() {
-                        let u = &t.usage;
-                        let line = json!({"requests": u.requests, "input_tokens": u.input_tokens,
-                                          "output_tokens": u.output_tokens,
-                                          "total_tokens": u.total_tokens,
-                                          "input_tokens_details": u.input_tokens_details,
-                                          "output_tokens_details": u.output_tokens_details});
-                        writeln!(out, "{line}")?;
+                        line(&mut out, &t.usage)?;
                     }
                 }
             }
@@ -509,9 +496,7 @@ fn run(cli: Cli, db_given: bool) -> CliResult<ExitCode> {
         }
         Command::Sessions => {
             for s in store.list_sessions_blocking()? {
-                let line = json!({"session_id": s.session_id, "item_count": s.item_count,
-                                  "created_at": s.created_at, "updated_at": s.updated_at});
-                writeln!(out, "{line}")?;
+                line(&mut out, &s)?;
             }
         }
         Command::Export { sessions } => {
@@ -532,7 +517,7 @@ fn run(cli: Cli, db_given: bool) -> CliResult<ExitCode> {
             };
             for id in ids {
                 if let Outcome::Dump(d) = store.execute_blocking(Op::Export { session: id })? {
-                    writeln!(out, "{}", dump_to_json(&d))?;
+                    line(&mut out, &d)?;
                 }
             }
         }
@@ -579,16 +564,15 @@ fn read_items(input: impl BufRead) -> CliResult<Vec<Item>> {
     Ok(items)
 }
 
-fn dump_to_json(d: &SessionDump) -> Value {
-    let messages: Vec<Value> = d
-        .messages
-        .iter()
-        .map(|m| json!({"message_data": m.message_data, "created_at": m.created_at}))
-        .collect();
-    json!({"session_id": d.session_id, "created_at": d.created_at,
-           "updated_at": d.updated_at, "messages": messages})
+/// One JSON line: the value's serde form (the SDK's field names), compact.
+fn line(out: &mut impl Write, value: &impl Serialize) -> CliResult<()> {
+    serde_json::to_writer(&mut *out, value)?;
+    writeln!(out)?;
+    Ok(())
 }
 
+/// Import is parsed by hand rather than by serde so that an error names the field at fault
+/// and a `null` message timestamp is read as none, as before.
 fn dump_from_json(v: &Value, what: &str) -> CliResult<SessionDump> {
     let bad = |field: &str| -> Box<dyn std::error::Error> {
         Error::InvalidArgument(format!(

@@ -4,7 +4,7 @@
 //! integrity check (stored rows == acknowledged writes, `PRAGMA integrity_check`).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use agent_sessions::{Durability, Error, Session, Store};
 use clap::{Args as ClapArgs, ValueEnum};
+use hdrhistogram::Histogram;
 use serde_json::json;
 
 #[derive(ClapArgs, Clone, Debug)]
@@ -56,75 +57,20 @@ enum DurabilityArg {
     Full,
 }
 
-/// Log-linear latency histogram in microseconds (16 sub-buckets per power of two, ~6% wide).
-#[derive(Clone)]
-struct Histogram {
-    buckets: Vec<u64>,
-    max_us: u64,
-    count: u64,
+/// A latency histogram in microseconds: 3 significant figures, growing as needed.
+fn histogram() -> Histogram<u64> {
+    Histogram::new(3).expect("3 significant figures are within hdrhistogram's range")
 }
 
-impl Histogram {
-    fn new() -> Self {
-        Histogram {
-            buckets: vec![0; 64 * 16],
-            max_us: 0,
-            count: 0,
-        }
-    }
+/// `{"p50", "p99", "max"}` in milliseconds (0 for an empty histogram).
+fn latency_summary(h: &Histogram<u64>) -> serde_json::Value {
+    let ms = |us: u64| us as f64 / 1000.0;
+    json!({"p50": ms(h.value_at_quantile(0.50)), "p99": ms(h.value_at_quantile(0.99)),
+           "max": ms(h.max())})
+}
 
-    fn index(us: u64) -> usize {
-        if us < 16 {
-            return us as usize;
-        }
-        let exp = 63 - us.leading_zeros() as usize; // >= 4
-        let sub = ((us >> (exp - 4)) & 15) as usize;
-        (exp - 3) * 16 + sub
-    }
-
-    fn lower_bound(idx: usize) -> u64 {
-        if idx < 16 {
-            return idx as u64;
-        }
-        let exp = idx / 16 + 3;
-        let sub = (idx % 16) as u64;
-        (16 + sub) << (exp - 4)
-    }
-
-    fn record(&mut self, d: Duration) {
-        let us = d.as_micros().min(u64::MAX as u128) as u64;
-        self.buckets[Self::index(us)] += 1;
-        self.max_us = self.max_us.max(us);
-        self.count += 1;
-    }
-
-    fn merge(&mut self, other: &Histogram) {
-        for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
-            *a += b;
-        }
-        self.max_us = self.max_us.max(other.max_us);
-        self.count += other.count;
-    }
-
-    fn percentile_ms(&self, p: f64) -> f64 {
-        if self.count == 0 {
-            return 0.0;
-        }
-        let rank = ((self.count as f64) * p).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        for (i, n) in self.buckets.iter().enumerate() {
-            seen += n;
-            if seen >= rank {
-                return (Self::lower_bound(i + 1).min(self.max_us)) as f64 / 1000.0;
-            }
-        }
-        self.max_us as f64 / 1000.0
-    }
-
-    fn summary(&self) -> serde_json::Value {
-        json!({"p50": self.percentile_ms(0.50), "p99": self.percentile_ms(0.99),
-               "max": self.max_us as f64 / 1000.0})
-    }
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 #[derive(Default)]
@@ -169,13 +115,15 @@ pub fn run(
     sessions_table: &str,
     messages_table: &str,
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let tmp;
-    // On `--db` when given (kept afterwards), else on a temporary file removed at the end.
-    let path = if db_given {
-        db.to_owned()
+    // On `--db` when given (kept afterwards), else on a file in a temporary directory, removed
+    // when `_tmp` drops at the end.
+    let (path, _tmp) = if db_given {
+        (db.to_owned(), None)
     } else {
-        tmp = tempfile_dir()?;
-        tmp.join("stress.db")
+        let dir = tempfile::Builder::new()
+            .prefix("agent-sessions-stress-")
+            .tempdir()?;
+        (dir.path().join("stress.db"), Some(dir))
     };
     let durability = match args.durability {
         DurabilityArg::Normal => Durability::Normal,
@@ -224,7 +172,7 @@ pub fn run(
             let s = sessions[w % sessions.len()].clone();
             let (stop, writes, errors) = (stop.clone(), writes.clone(), errors.clone());
             tasks.push(tokio::spawn(async move {
-                let mut h = Histogram::new();
+                let mut h = histogram();
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let item =
@@ -232,7 +180,7 @@ pub fn run(
                     let t = Instant::now();
                     match s.add_items(vec![item]).await {
                         Ok(()) => {
-                            h.record(t.elapsed());
+                            h.saturating_record(micros(t.elapsed()));
                             writes.fetch_add(1, Ordering::Relaxed);
                         }
                         Err(e) => errors.record(&e),
@@ -247,12 +195,12 @@ pub fn run(
             let (stop, reads, errors, limit) =
                 (stop.clone(), reads.clone(), errors.clone(), args.limit);
             tasks.push(tokio::spawn(async move {
-                let mut h = Histogram::new();
+                let mut h = histogram();
                 while !stop.load(Ordering::Relaxed) {
                     let t = Instant::now();
                     match s.get_items(limit).await {
                         Ok(_) => {
-                            h.record(t.elapsed());
+                            h.saturating_record(micros(t.elapsed()));
                             reads.fetch_add(1, Ordering::Relaxed);
                         }
                         Err(e) => errors.record(&e),
@@ -281,18 +229,14 @@ pub fn run(
             }
         }
         stop.store(true, Ordering::Relaxed);
-        let (mut add, mut get) = (Histogram::new(), Histogram::new());
+        let (mut add, mut get) = (histogram(), histogram());
         for t in tasks {
             if let Ok((is_writer, h)) = t.await {
-                if is_writer {
-                    add.merge(&h)
-                } else {
-                    get.merge(&h)
-                }
+                if is_writer { &mut add } else { &mut get }.add(&h)?;
             }
         }
-        (add, get)
-    });
+        Ok::<_, hdrhistogram::AdditionError>((add, get))
+    })?;
     let elapsed = started.elapsed().as_secs_f64();
     eprintln!();
     fd_peak.fetch_max(count_fds() as u64, Ordering::Relaxed);
@@ -334,7 +278,7 @@ pub fn run(
         "writes_per_sec": acked as f64 / elapsed,
         "write_groups": groups.write_batches,
         "mean_group_size": groups.write_requests as f64 / groups.write_batches.max(1) as f64, "reads_per_sec": reads.load(Ordering::Relaxed) as f64 / elapsed,
-        "add_latency_ms": add_hist.summary(), "get_latency_ms": get_hist.summary(),
+        "add_latency_ms": latency_summary(&add_hist), "get_latency_ms": latency_summary(&get_hist),
         "fds": {"start": fd_start, "peak": fd_peak.load(Ordering::Relaxed), "end": fd_end},
         "peak_rss_mb": peak_rss_mb(),
         "stored_rows": stored, "sqlite_integrity": check, "integrity_ok": integrity_ok,
@@ -374,26 +318,4 @@ pub fn run(
     } else {
         ExitCode::FAILURE
     })
-}
-
-/// A fresh directory under the system temp dir, removed when the guard drops.
-fn tempfile_dir() -> std::io::Result<TempDir> {
-    let dir = std::env::temp_dir().join(format!("agent-sessions-stress-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(TempDir(dir))
-}
-
-struct TempDir(PathBuf);
-
-impl std::ops::Deref for TempDir {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

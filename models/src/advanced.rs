@@ -31,6 +31,7 @@ pub const MAIN: &str = "main";
 /// What a handle believes: its current branch and the last clear generation it has seen
 /// (`None` before its first operation: a new handle adopts whatever generation it finds).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct HandleView {
     pub branch: String,
     pub generation: Option<i64>,
@@ -114,6 +115,7 @@ impl HandleView {
 /// Token usage of one run, as recorded for a turn (the SDK's `Usage`). The details are JSON
 /// objects (for example `{"cached_tokens": 10}`) or `None`; they are stored as JSON text.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Usage {
     pub requests: i64,
     pub input_tokens: i64,
@@ -144,13 +146,17 @@ impl Usage {
 
 /// One turn's usage row, as listed by [`AdvancedOp::TurnUsage`] without a turn.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct TurnUsage {
     pub user_turn_number: i64,
+    /// Serialized flat, next to `user_turn_number`, as the SDK's `get_turn_usage` lists it.
+    #[cfg_attr(feature = "serde", serde(flatten))]
     pub usage: Usage,
 }
 
 /// Sums over usage rows (one branch or the whole session).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct UsageTotals {
     pub requests: i64,
     pub input_tokens: i64,
@@ -163,6 +169,7 @@ pub struct UsageTotals {
 /// row. Structure ids are never reused, so a turn that was popped and re-created with the same
 /// number has a different anchor (I13).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct TurnAnchor {
     pub branch: String,
     pub turn: i64,
@@ -171,6 +178,7 @@ pub struct TurnAnchor {
 
 /// A branch as listed by [`AdvancedOp::ListBranches`] (the Python SDK's field names).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct BranchInfo {
     pub branch_id: String,
     pub message_count: i64,
@@ -183,6 +191,7 @@ pub struct BranchInfo {
 /// One user turn: its branch turn number, the item's `content` and the row's timestamp.
 /// The SDK's truncated `content` preview is derived from `full_content` by the library.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct TurnRecord {
     pub turn: i64,
     pub full_content: Value,
@@ -191,13 +200,17 @@ pub struct TurnRecord {
 
 /// One structure row as [`AdvancedOp::ConversationByTurns`] shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct TurnItem {
+    /// `"type"` in the SDK's `get_conversation_by_turns` dicts.
+    #[cfg_attr(feature = "serde", serde(rename = "type"))]
     pub message_type: String,
     pub tool_name: Option<String>,
 }
 
 /// The rows of one turn, in sequence order.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct TurnGroup {
     pub turn: i64,
     pub items: Vec<TurnItem>,
@@ -205,6 +218,7 @@ pub struct TurnGroup {
 
 /// Tool calls of one name in one turn.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ToolUse {
     pub tool_name: Option<String>,
     pub usage_count: i64,
@@ -213,6 +227,7 @@ pub struct ToolUse {
 
 /// A `message_structure` row (the model's copy; also what the tests read back from SQLite).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct StructureRow {
     pub id: i64,
     pub session_id: String,
@@ -369,6 +384,7 @@ impl AdvancedAnswer {
 
 /// Whether the structure tables of a file exist and belong to the opener's table pair.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum StructureStatus {
     /// No `message_structure` / `turn_usage` tables.
     Missing,

@@ -12,6 +12,11 @@
 //!
 //! Advanced sessions (structure, branches, generations, usage) are in [`advanced`]: one
 //! [`Op::Advanced`] variant wraps every [`AdvancedOp`] of a session handle.
+//!
+//! Feature `serde`: `Serialize`/`Deserialize` on the result types ([`SessionInfo`],
+//! [`SessionDump`], [`BranchInfo`], [`Usage`], [`TurnUsage`], ...), with the field names the
+//! Python SDK's dicts use (a [`TurnItem`]'s kind is `"type"`, a [`TurnUsage`] is one flat
+//! object), which are also the names the CLI prints.
 
 pub mod advanced;
 
@@ -114,6 +119,7 @@ impl Op {
 
 /// A session row as listed by [`Op::ListSessions`].
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct SessionInfo {
     pub session_id: String,
     /// Number of message rows, corrupt ones included.
@@ -124,13 +130,17 @@ pub struct SessionInfo {
 
 /// One stored message row, as text.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct RawMessage {
     pub message_data: String,
+    /// Empty when the row has no timestamp (an export may leave it out).
+    #[cfg_attr(feature = "serde", serde(default))]
     pub created_at: String,
 }
 
 /// A session exactly as stored: the unit of export and import.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct SessionDump {
     pub session_id: String,
     /// `None` when messages exist without a session row (written by another program).
@@ -587,5 +597,77 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+}
+
+/// The serialized forms: the SDK's (and the CLI's) field names and shapes.
+#[cfg(all(test, feature = "serde"))]
+mod serde_forms {
+    use super::*;
+    use serde_json::{json, to_value};
+
+    #[test]
+    fn result_types_serialize_with_the_sdk_names() {
+        let usage = Usage {
+            requests: 1,
+            input_tokens: 2,
+            output_tokens: 3,
+            total_tokens: 5,
+            input_tokens_details: Some(json!({"cached_tokens": 1})),
+            output_tokens_details: None,
+        };
+        let turn = TurnUsage {
+            user_turn_number: 4,
+            usage: usage.clone(),
+        };
+        let text = serde_json::to_string(&turn).unwrap();
+        assert_eq!(
+            text,
+            r#"{"user_turn_number":4,"requests":1,"input_tokens":2,"output_tokens":3,"total_tokens":5,"input_tokens_details":{"cached_tokens":1},"output_tokens_details":null}"#
+        );
+        assert_eq!(serde_json::from_str::<TurnUsage>(&text).unwrap(), turn);
+        let item = TurnItem {
+            message_type: "tool_call".into(),
+            tool_name: Some("search".into()),
+        };
+        assert_eq!(
+            to_value(&item).unwrap(),
+            json!({"type": "tool_call", "tool_name": "search"})
+        );
+        let branch = BranchInfo {
+            branch_id: "main".into(),
+            message_count: 2,
+            user_turns: 1,
+            is_current: true,
+            created_at: "t".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&branch).unwrap(),
+            r#"{"branch_id":"main","message_count":2,"user_turns":1,"is_current":true,"created_at":"t"}"#
+        );
+    }
+
+    #[test]
+    fn a_dump_reads_back_and_tolerates_missing_timestamps() {
+        let dump = SessionDump {
+            session_id: "s".into(),
+            created_at: None,
+            updated_at: Some("u".into()),
+            messages: vec![RawMessage {
+                message_data: "{}".into(),
+                created_at: "c".into(),
+            }],
+        };
+        let text = serde_json::to_string(&dump).unwrap();
+        assert_eq!(
+            text,
+            r#"{"session_id":"s","created_at":null,"updated_at":"u","messages":[{"message_data":"{}","created_at":"c"}]}"#
+        );
+        assert_eq!(serde_json::from_str::<SessionDump>(&text).unwrap(), dump);
+        let sparse: SessionDump =
+            serde_json::from_str(r#"{"session_id":"s","messages":[{"message_data":"1"}]}"#)
+                .unwrap();
+        assert_eq!(sparse.created_at, None);
+        assert_eq!(sparse.messages[0].created_at, "");
     }
 }
