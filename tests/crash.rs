@@ -26,7 +26,9 @@ fn durability(name: &str) -> Durability {
     }
 }
 
-/// Child mode: write batches until killed, printing `ack THREAD BATCH` after each commit.
+/// Child mode: write batches until killed, printing `ack THREAD BATCH` after each commit. Each
+/// item carries the round (one child per round), so equal batch numbers of two rounds that end up
+/// adjacent are never mistaken for one batch.
 /// The child process's entry point, not a test: ignored in normal runs (so it never counts as
 /// a pass), run by the parent with `--ignored --exact crash_child`.
 #[test]
@@ -39,6 +41,7 @@ fn crash_child() {
     let (path, dur) = (parts.next().unwrap(), parts.next().unwrap());
     // Negative control: acknowledge each batch *before* writing it.
     let lie = parts.next() == Some("lie");
+    let round: u64 = parts.next().unwrap().parse().unwrap();
     let store = Store::builder(path)
         .durability(durability(dur))
         .open()
@@ -49,7 +52,9 @@ fn crash_child() {
             std::thread::spawn(move || {
                 for b in 0.. {
                     let items = (0..BATCH)
-                        .map(|i| json!({"batch": b, "i": i, "pad": "x".repeat(200)}))
+                        .map(
+                            |i| json!({"round": round, "batch": b, "i": i, "pad": "x".repeat(200)}),
+                        )
                         .collect();
                     let ack = || {
                         let mut out = std::io::stdout().lock();
@@ -85,7 +90,8 @@ fn kill_and_check(dur: &str, kills: usize, mode: &str) {
     let path = dir.path().join("crash.db");
     let exe = std::env::current_exe().unwrap();
     let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ kills as u64;
-    let mut acked: BTreeMap<usize, BTreeSet<u64>> = BTreeMap::new();
+    // Per thread: the acknowledged (round, batch) pairs.
+    let mut acked: BTreeMap<usize, BTreeSet<(u64, u64)>> = BTreeMap::new();
     for round in 0..kills {
         let mut child = Command::new(&exe)
             .args([
@@ -96,7 +102,10 @@ fn kill_and_check(dur: &str, kills: usize, mode: &str) {
                 "--test-threads",
                 "1",
             ])
-            .env(CHILD_ENV, format!("{}|{dur}|{mode}", path.display()))
+            .env(
+                CHILD_ENV,
+                format!("{}|{dur}|{mode}|{round}", path.display()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -130,7 +139,7 @@ fn kill_and_check(dur: &str, kills: usize, mode: &str) {
         reader.join().unwrap();
         round_acks.extend(rx.try_iter());
         for (t, b) in round_acks {
-            acked.entry(t).or_default().insert(b);
+            acked.entry(t).or_default().insert((round as u64, b));
         }
 
         // Reopen (a fresh pool: the child is gone) and check every session.
@@ -144,28 +153,34 @@ fn kill_and_check(dur: &str, kills: usize, mode: &str) {
                 .blocking()
                 .get_items(None)
                 .unwrap();
-            let mut per_batch: BTreeMap<(u64, u64), usize> = BTreeMap::new();
-            let mut runs = 0u64;
-            let mut last: Option<u64> = None;
+            // Contiguous runs of one (round, batch): each must be whole, and appear once.
+            let mut runs: Vec<((u64, u64), usize)> = Vec::new();
             for item in &items {
-                let b = item["batch"].as_u64().unwrap();
-                if last != Some(b) {
-                    runs += 1;
-                    last = Some(b);
+                let key = (
+                    item["round"].as_u64().unwrap(),
+                    item["batch"].as_u64().unwrap(),
+                );
+                match runs.last_mut() {
+                    Some((k, n)) if *k == key => *n += 1,
+                    _ => runs.push((key, 1)),
                 }
-                *per_batch.entry((runs, b)).or_default() += 1;
             }
-            for ((_, b), n) in &per_batch {
+            let mut stored = BTreeSet::new();
+            for ((r, b), n) in &runs {
                 assert_eq!(
                     *n, BATCH,
-                    "round {round}, {dur}: batch {b} of t{t} is partial ({n} items)"
+                    "round {round}, {dur}: batch {b} of round {r}, t{t} is partial ({n} items)"
+                );
+                assert!(
+                    stored.insert((*r, *b)),
+                    "round {round}, {dur}: batch {b} of round {r}, t{t} is stored twice or split"
                 );
             }
-            let stored: BTreeSet<(u64, u64)> = per_batch.keys().copied().collect();
-            for b in acked.get(&t).into_iter().flatten() {
+            for key in acked.get(&t).into_iter().flatten() {
                 assert!(
-                    stored.iter().any(|(_, sb)| sb == b),
-                    "round {round}, {dur}: acknowledged batch {b} of t{t} is missing"
+                    stored.contains(key),
+                    "round {round}, {dur}: acknowledged batch {key:?} (round, batch) of t{t} is \
+                     missing"
                 );
             }
         }

@@ -66,23 +66,22 @@ fn run_broken_history(prefix: &[Op], threads: &[Vec<Op>], broken: Broken) -> (Mo
             )
         })
         .collect();
-    let honest: fn(&Store, &mut usize, Op) -> (Op, Result<Outcome, agent_sessions::Error>) =
-        |store, _, op| {
-            let result = store.execute_blocking(op.clone());
-            (op, result)
-        };
+    type Recorder = fn(&Store, &mut usize, Op) -> (Op, Result<Outcome, agent_sessions::Error>);
+    let honest: Recorder = |store, _, op| {
+        let result = store.execute_blocking(op.clone());
+        (op, result)
+    };
     // Each thread acknowledges its third, sixth, ... add without writing it.
-    let lossy: fn(&Store, &mut usize, Op) -> (Op, Result<Outcome, agent_sessions::Error>) =
-        |store, adds, op| {
-            if matches!(op, Op::AddItems { .. }) {
-                *adds += 1;
-                if *adds % 3 == 0 {
-                    return (op, Ok(Outcome::Done));
-                }
+    let lossy: Recorder = |store, adds, op| {
+        if matches!(op, Op::AddItems { .. }) {
+            *adds += 1;
+            if *adds % 3 == 0 {
+                return (op, Ok(Outcome::Done));
             }
-            let result = store.execute_blocking(op.clone());
-            (op, result)
-        };
+        }
+        let result = store.execute_blocking(op.clone());
+        (op, result)
+    };
     let call = if broken == Broken::LosesAdds {
         lossy
     } else {

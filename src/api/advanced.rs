@@ -107,6 +107,7 @@ impl Store {
 /// One user turn, as `get_conversation_turns` and `find_turns_by_content` list it (the Python
 /// SDK's dict keys).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ConversationTurn {
     /// The branch turn number (what `create_branch_from_turn` takes).
     pub turn: i64,
@@ -138,7 +139,7 @@ impl ConversationTurn {
 pub fn content_preview(content: &Value, max_chars: Option<usize>) -> String {
     let text = match content {
         Value::String(s) => s.clone(),
-        other => unicode_json(other),
+        other => crate::json::to_python_json_unicode(other),
     };
     match max_chars {
         Some(max) if text.chars().count() > max => {
@@ -148,48 +149,6 @@ pub fn content_preview(content: &Value, max_chars: Option<usize>) -> String {
         }
         _ => text,
     }
-}
-
-/// `json.dumps(value, ensure_ascii=False)`: Python's encoding with every `\uXXXX` escape of a
-/// character from U+007F up written as the character itself.
-fn unicode_json(value: &Value) -> String {
-    let ascii = crate::json::to_python_json(value);
-    let mut out = String::with_capacity(ascii.len());
-    let mut rest = ascii.as_str();
-    let hex = |s: &str| s.get(..4).and_then(|h| u32::from_str_radix(h, 16).ok());
-    while let Some(pos) = rest.find('\\') {
-        out.push_str(&rest[..pos]);
-        let esc = &rest[pos..];
-        if let Some(unit) = esc.strip_prefix("\\u").and_then(hex) {
-            let (decoded, used) = if (0xd800..0xdc00).contains(&unit) {
-                let low = esc
-                    .get(6..)
-                    .and_then(|s| s.strip_prefix("\\u"))
-                    .and_then(hex);
-                match low {
-                    Some(low) if (0xdc00..0xe000).contains(&low) => (
-                        char::from_u32(0x10000 + ((unit - 0xd800) << 10) + (low - 0xdc00)),
-                        12,
-                    ),
-                    _ => (None, 6),
-                }
-            } else {
-                (char::from_u32(unit).filter(|_| unit >= 0x7f), 6)
-            };
-            match decoded {
-                Some(c) => out.push(c),
-                None => out.push_str(&esc[..used]),
-            }
-            rest = &esc[used..];
-        } else {
-            // A two-character escape (`\"`, `\\`, `\n`, ...): keep it.
-            let len = esc.chars().nth(1).map_or(1, |c| 1 + c.len_utf8());
-            out.push_str(&esc[..len]);
-            rest = &esc[len..];
-        }
-    }
-    out.push_str(rest);
-    out
 }
 
 /// An Advanced session handle on a [`Store`]. `Clone + Send + Sync`; clones share one branch

@@ -160,7 +160,9 @@ impl<C> Queue<C> {
     pub(crate) fn pop_batch(&self, max: usize, out: &mut Vec<Request<C>>) -> bool {
         let mut st = self.state.lock();
         loop {
-            if !st.items.is_empty() && !(st.held && st.open) {
+            // A held queue still drains once closed.
+            let held = st.held && st.open;
+            if !held && !st.items.is_empty() {
                 let n = st.items.len().min(max);
                 let start = out.len();
                 out.extend(st.items.drain(..n));
