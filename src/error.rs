@@ -290,6 +290,7 @@ impl From<agent_sessions_model::ModelError> for Error {
             M::BranchNotFound(m) => Error::BranchNotFound(m),
             M::BranchIdUsed(m) => Error::BranchIdUsed(m),
             M::TurnNotFound(m) => Error::TurnNotFound(m),
+            other => Error::Internal(format!("unexpected model error {other:?}")),
         }
     }
 }

@@ -244,6 +244,7 @@ pub struct StructureRow {
 /// An operation of an Advanced session handle. Branch arguments that are `None` mean the
 /// handle's current branch.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum AdvancedOp {
     /// Append items on the current branch, numbering them (SPEC §5.3 "Numbering").
     AddItems {
@@ -344,6 +345,7 @@ impl AdvancedOp {
 /// The answer to an [`AdvancedOp`] (the handle state after it travels beside it in
 /// [`Outcome::Advanced`]).
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum AdvancedAnswer {
     Done,
     Items(Vec<Item>),
@@ -385,6 +387,7 @@ impl AdvancedAnswer {
 /// Whether the structure tables of a file exist and belong to the opener's table pair.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
 pub enum StructureStatus {
     /// No `message_structure` / `turn_usage` tables.
     Missing,

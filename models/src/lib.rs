@@ -32,6 +32,7 @@ pub type Item = serde_json::Value;
 
 /// An operation on a store. Session-scoped operations name their session.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum Op {
     /// Create the tables if missing (the CLI's `init`). Idempotent. With `structure`, also
     /// create the Advanced structure tables and claim them for the opener's table pair (fails
@@ -151,6 +152,7 @@ pub struct SessionDump {
 
 /// The answer to an [`Op`].
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum Outcome {
     /// A write that returns nothing.
     Done,
@@ -204,6 +206,7 @@ impl SessionDump {
 /// Errors an operation can end with, in the model's terms. The texts are shared with the
 /// SQLite engine ([`advanced::errors`]), so both fail with identical errors.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ModelError {
     InvalidArgument(String),
     /// The structure tables are missing or belong to another table pair.

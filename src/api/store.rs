@@ -105,6 +105,9 @@ impl Store {
                 agent_sessions_model::advanced::errors::structure_missing(),
             )),
             StructureStatus::Rejected(why) => Err(Error::Schema(why)),
+            other => Err(Error::Internal(format!(
+                "unknown structure status {other:?}"
+            ))),
         }
     }
 

@@ -462,6 +462,7 @@ impl<R: AdvancedRows> Run<'_, R> {
                 };
                 Ok((view, answer))
             }
+            other => Err(crate::engine::unsupported(other)),
         }
     }
 

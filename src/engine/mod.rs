@@ -58,3 +58,9 @@ impl Default for OpenOptions {
         }
     }
 }
+
+/// The error for an operation of a newer vocabulary than this engine implements (the
+/// vocabulary is `#[non_exhaustive]`, so engines must say so rather than fail to compile).
+pub(crate) fn unsupported(op: &impl std::fmt::Debug) -> crate::Error {
+    crate::Error::InvalidArgument(format!("this engine does not implement {op:?}"))
+}

@@ -225,5 +225,6 @@ fn dispatch(conn: &Sql, t: &Tables, op: &Op) -> Result<Outcome> {
         Op::PlantRaw { session, data } => done(basic::plant_raw(conn, t, session, data)),
         Op::Export { session } => Ok(Outcome::Dump(basic::export(conn, t, session)?)),
         Op::Import(dump) => done(basic::import(conn, t, dump)),
+        other => Err(crate::engine::unsupported(other)),
     }
 }
