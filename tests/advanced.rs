@@ -1623,3 +1623,92 @@ fn force_deleting_the_current_branch_lands_on_main_even_when_main_is_empty() {
     assert!(t.model.structure_rows("s").is_empty());
     assert!(t.model.message_rows().is_empty());
 }
+
+/// Replace (the compaction primitive) on an Advanced session: an Advanced clear then an add on
+/// `main`, in one transaction; every handle moves to `main` at the new generation, branch ids
+/// stay reserved, rows equal the model's.
+#[test]
+fn replace_items_clears_structure_and_adds_on_main_atomically() {
+    let mut t = Twin::new();
+    t.add(
+        "h",
+        "s",
+        vec![user("u1"), json!({"role": "assistant", "content": "a1"})],
+    );
+    t.branch("h", "s", 1, Some("alt")).unwrap();
+    t.add("h", "s", vec![user("on alt")]);
+    assert!(t.record("h", "s", usage(1, 5), None));
+    t.adv(
+        "h",
+        "s",
+        AdvancedOp::ReplaceItems {
+            items: vec![
+                user("summary"),
+                json!({"role": "assistant", "content": "ok"}),
+            ],
+        },
+    )
+    .unwrap();
+    assert_eq!(t.view("h").branch, "main");
+    assert_eq!(
+        t.items("h", "s", None),
+        vec![
+            user("summary"),
+            json!({"role": "assistant", "content": "ok"})
+        ]
+    );
+    assert_eq!(t.items("other", "s", None).len(), 2);
+    // The old branch id stays reserved.
+    assert!(matches!(
+        t.branch("h", "s", 1, Some("alt")),
+        Err(Error::BranchIdUsed(_))
+    ));
+    assert_eq!(t.turn_usage("h", "s", 1), None);
+}
+
+/// Prune on a file with structure tables: idle sessions go with all their Advanced rows (their
+/// generation bumped, reservations kept); fresh ones stay; a dry run changes nothing.
+#[test]
+fn prune_takes_idle_sessions_with_their_advanced_rows() {
+    let mut t = Twin::new();
+    t.add("h", "fresh", vec![user("recent")]);
+    t.run(Op::Import(agent_sessions::SessionDump {
+        session_id: "old".into(),
+        created_at: Some("2001-01-01 00:00:00".into()),
+        updated_at: Some("2001-01-01 00:00:00".into()),
+        messages: vec![],
+    }))
+    .unwrap();
+    t.add("o", "old", vec![user("hello")]); // touches updated_at: no longer idle
+    t.run(Op::Import(agent_sessions::SessionDump {
+        session_id: "idle".into(),
+        created_at: Some("2001-01-01 00:00:00".into()),
+        updated_at: Some("2001-01-01 00:00:00".into()),
+        messages: vec![agent_sessions_model::RawMessage {
+            message_data: "\"imported\"".into(),
+            created_at: "2001-01-01 00:00:00".into(),
+        }],
+    }))
+    .unwrap();
+    let prune = |dry_run| Op::PruneSessions {
+        idle_before: "2020-01-01 00:00:00".into(),
+        dry_run,
+        max: 10,
+    };
+    let listed = |o: Outcome| match o {
+        Outcome::Sessions(list) => list.into_iter().map(|s| s.session_id).collect::<Vec<_>>(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(listed(t.run(prune(true)).unwrap()), vec!["idle"]);
+    assert_eq!(listed(t.run(prune(false)).unwrap()), vec!["idle"]);
+    assert!(listed(t.run(prune(false)).unwrap()).is_empty());
+    assert_eq!(t.items("h", "fresh", None), vec![user("recent")]);
+    assert!(matches!(
+        t.run(Op::PruneSessions {
+            idle_before: "yesterday".into(),
+            dry_run: true,
+            max: 1
+        }),
+        Err(Error::InvalidArgument(_))
+    ));
+}

@@ -87,6 +87,21 @@ enum Command {
     },
     /// Delete a session and its items (Advanced: also its structure and usage).
     Clear { session: String },
+    /// Replace a session's whole history, atomically, with one JSON item per line on stdin
+    /// (validated completely first). Advanced: also clears structure and usage, then adds on
+    /// main.
+    Replace { session: String },
+    /// Delete sessions not updated for longer than --idle (by the sessions table's
+    /// updated_at). Lists them only, unless --yes is given. One JSON line per session.
+    Prune {
+        /// How long a session must have been idle: a number with a unit, s, m, h or d
+        /// (e.g. 30d, 12h).
+        #[arg(long, value_parser = parse_idle)]
+        idle: std::time::Duration,
+        /// Really delete (otherwise a dry run that deletes nothing).
+        #[arg(long)]
+        yes: bool,
+    },
     /// Advanced: one JSON line per branch with rows: branch_id, message_count, user_turns,
     /// is_current, created_at.
     Branches { session: String },
@@ -396,6 +411,30 @@ fn run(cli: Cli, db_given: bool) -> CliResult<ExitCode> {
                 })?;
             }
         }
+        Command::Replace { session } => {
+            let items = read_items(io::stdin().lock())?;
+            if mode.advanced {
+                advanced(&store, session, None)?.replace_items(items)?;
+            } else {
+                mode.warn_basic_write(&cli, "replace");
+                store.execute_blocking(Op::ReplaceItems {
+                    session: session.clone(),
+                    items,
+                })?;
+            }
+        }
+        Command::Prune { idle, yes } => {
+            let pruned = store.prune_idle_blocking(*idle, !yes)?;
+            for s in &pruned {
+                line(&mut out, s)?;
+            }
+            let verb = if *yes {
+                "deleted"
+            } else {
+                "would delete (dry run; --yes deletes)"
+            };
+            eprintln!("agent-sessions: prune: {verb} {} session(s)", pruned.len());
+        }
         Command::Branches { session } => {
             mode.require_advanced(&cli, "branches")?;
             for b in advanced(&store, session, None)?.list_branches()? {
@@ -607,4 +646,21 @@ fn dump_from_json(v: &Value, what: &str) -> CliResult<SessionDump> {
         updated_at: text(v, "updated_at")?,
         messages,
     })
+}
+
+/// `30d`, `12h`, `90m`, `45s`: a whole number and a unit.
+fn parse_idle(text: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("{text:?} is not a duration such as 30d, 12h, 90m or 45s");
+    let unit = text.chars().last().ok_or_else(bad)?;
+    let seconds = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return Err(bad()),
+    };
+    let n: u64 = text[..text.len() - 1].parse().map_err(|_| bad())?;
+    n.checked_mul(seconds)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(bad)
 }

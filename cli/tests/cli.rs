@@ -225,3 +225,50 @@ fn stress_reports_its_figures_and_fails_when_a_write_is_lost() {
         serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
     assert_eq!(report["integrity_ok"], false);
 }
+
+#[test]
+fn replace_swaps_the_history_atomically_and_validates_stdin_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("replace.db");
+    stdout(&cli(
+        &db,
+        &["add", "s", "\"one\"", "\"two\"", "\"three\""],
+        None,
+    ));
+    // A bad line: nothing is replaced, the line is named.
+    let bad = cli(&db, &["replace", "s"], Some("\"summary\"\n{oops\n"));
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("line 2"), "{err}");
+    assert_eq!(stdout(&cli(&db, &["items", "s"], None)).lines().count(), 3);
+    stdout(&cli(
+        &db,
+        &["replace", "s"],
+        Some("\"summary\"\n\"of three\"\n"),
+    ));
+    assert_eq!(
+        stdout(&cli(&db, &["items", "s"], None)),
+        "\"summary\"\n\"of three\"\n"
+    );
+}
+
+#[test]
+fn prune_lists_idle_sessions_and_deletes_them_only_with_yes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("prune.db");
+    stdout(&cli(&db, &["add", "fresh", "\"hi\""], None));
+    let old = r#"{"session_id": "old", "created_at": "2001-01-01 00:00:00", "updated_at": "2001-01-01 00:00:00", "messages": [{"message_data": "\"hello\"", "created_at": "2001-01-01 00:00:00"}]}"#;
+    stdout(&cli(&db, &["import"], Some(&format!("{old}\n"))));
+    let dry = stdout(&cli(&db, &["prune", "--idle", "30d"], None));
+    assert_eq!(dry.lines().count(), 1, "{dry}");
+    assert!(dry.contains("\"old\""), "{dry}");
+    assert_eq!(stdout(&cli(&db, &["sessions"], None)).lines().count(), 2);
+    let done = stdout(&cli(&db, &["prune", "--idle", "30d", "--yes"], None));
+    assert!(done.contains("\"old\""), "{done}");
+    let left = stdout(&cli(&db, &["sessions"], None));
+    assert_eq!(left.lines().count(), 1);
+    assert!(left.contains("\"fresh\""), "{left}");
+    let bad = cli(&db, &["prune", "--idle", "a month"], None);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not a duration"));
+}

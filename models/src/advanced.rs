@@ -263,6 +263,13 @@ pub enum AdvancedOp {
     PopItem,
     /// Delete the session's messages, structure and usage; bump the clear generation.
     Clear,
+    /// Replace the whole history atomically: [`AdvancedOp::Clear`] then
+    /// [`AdvancedOp::AddItems`] (on `main`, at the new generation) in one transaction. The
+    /// structure of the new items is numbered afresh, as after a clear; usage and branches of
+    /// the old history go with it (branch ids stay reserved).
+    ReplaceItems {
+        items: Vec<Item>,
+    },
     /// Copy the turns before `turn` into a new branch and point the handle at it.
     /// `now_unix` names generated ids (`branch_from_turn_{turn}_{now_unix}`).
     CreateBranchFromTurn {
@@ -324,6 +331,7 @@ impl AdvancedOp {
             | AdvancedOp::PlantRaw { .. }
             | AdvancedOp::PopItem
             | AdvancedOp::Clear
+            | AdvancedOp::ReplaceItems { .. }
             | AdvancedOp::CreateBranchFromTurn { .. }
             | AdvancedOp::CreateBranchFromContent { .. }
             | AdvancedOp::SwitchToBranch { .. }
@@ -860,6 +868,19 @@ impl Model {
                 let view = HandleView::at(MAIN, *g);
                 (view, AdvancedAnswer::Done)
             }
+            AdvancedOp::ReplaceItems { items } => {
+                let cleared = self.apply_advanced(s, view, &AdvancedOp::Clear)?;
+                let Outcome::Advanced { view, .. } = cleared else {
+                    unreachable!("a clear answers with a view")
+                };
+                return self.apply_advanced(
+                    s,
+                    &view,
+                    &AdvancedOp::AddItems {
+                        items: items.clone(),
+                    },
+                );
+            }
             AdvancedOp::CreateBranchFromTurn {
                 turn,
                 name,
@@ -1143,6 +1164,7 @@ impl Model {
         for (data, _, _, _) in &batch {
             self.push(s, data.clone(), String::new());
         }
+        self.touch(s);
         let seq0 = self.max_sequence(s);
         let on_branch = self.branch_rows(s, branch);
         let t0 = on_branch

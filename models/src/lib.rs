@@ -63,6 +63,21 @@ pub enum Op {
     Export { session: String },
     /// Append exported rows to a session, keeping their text and timestamps.
     Import(SessionDump),
+    /// Replace the session's whole history with `items`, atomically: [`Op::ClearSession`] then
+    /// [`Op::AddItems`] in one transaction (a reader sees the old history or the new, never
+    /// an empty or mixed one). The compaction primitive.
+    ReplaceItems { session: String, items: Vec<Item> },
+    /// Delete up to `max` sessions whose session row was last updated before `idle_before`
+    /// (`YYYY-MM-DD HH:MM:SS`, UTC, compared as SQLite compares its timestamps), in session-id
+    /// order, and answer them as [`Outcome::Sessions`] (as they were). With `dry_run`, delete
+    /// nothing (a read). Where Advanced structure tables exist, each session goes as an
+    /// Advanced clear would take it (structure and usage rows too; its clear generation is
+    /// bumped and its branch reservations kept, so I11 and I12 hold).
+    PruneSessions {
+        idle_before: String,
+        dry_run: bool,
+        max: u64,
+    },
 }
 
 impl Op {
@@ -72,7 +87,11 @@ impl Op {
             Op::Advanced { op, .. } => op.is_write(),
             other => !matches!(
                 other,
-                Op::GetItems { .. } | Op::ListSessions | Op::Export { .. } | Op::StructureStatus
+                Op::GetItems { .. }
+                    | Op::ListSessions
+                    | Op::Export { .. }
+                    | Op::StructureStatus
+                    | Op::PruneSessions { dry_run: true, .. }
             ),
         }
     }
@@ -81,11 +100,29 @@ impl Op {
     /// than [`MAX_DEPTH`] would be written but could never be read back.
     pub fn validate(&self) -> Result<(), ModelError> {
         let items = match self {
-            Op::AddItems { items, .. } => items,
+            Op::AddItems { items, .. } | Op::ReplaceItems { items, .. } => items,
             Op::Advanced {
-                op: advanced::AdvancedOp::AddItems { items },
+                op:
+                    advanced::AdvancedOp::AddItems { items }
+                    | advanced::AdvancedOp::ReplaceItems { items },
                 ..
             } => items,
+            Op::PruneSessions {
+                idle_before, max, ..
+            } => {
+                if !is_timestamp(idle_before) {
+                    return Err(ModelError::InvalidArgument(format!(
+                        "prune: {idle_before:?} is not a timestamp of the form \
+                         YYYY-MM-DD HH:MM:SS (UTC)"
+                    )));
+                }
+                if *max == 0 {
+                    return Err(ModelError::InvalidArgument(
+                        "prune: max must be at least 1".into(),
+                    ));
+                }
+                return Ok(());
+            }
             _ => return Ok(()),
         };
         for (i, item) in items.iter().enumerate() {
@@ -106,6 +143,7 @@ impl Op {
     pub fn session(&self) -> Option<&str> {
         match self {
             Op::AddItems { session, .. }
+            | Op::ReplaceItems { session, .. }
             | Op::GetItems { session, .. }
             | Op::PopItem { session }
             | Op::ClearSession { session }
@@ -113,7 +151,9 @@ impl Op {
             | Op::Export { session }
             | Op::Advanced { session, .. } => Some(session),
             Op::Import(dump) => Some(&dump.session_id),
-            Op::Init { .. } | Op::ListSessions | Op::StructureStatus => None,
+            Op::Init { .. } | Op::ListSessions | Op::StructureStatus | Op::PruneSessions { .. } => {
+                None
+            }
         }
     }
 }
@@ -214,6 +254,18 @@ pub enum ModelError {
     BranchNotFound(String),
     BranchIdUsed(String),
     TurnNotFound(String),
+}
+
+/// Whether `s` has the shape of an SQLite `CURRENT_TIMESTAMP`: `YYYY-MM-DD HH:MM:SS`.
+pub fn is_timestamp(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 19
+        && b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            10 => *c == b' ',
+            13 | 16 => *c == b':',
+            _ => c.is_ascii_digit(),
+        })
 }
 
 /// The limit rules of `get_items` over the valid items, oldest first: `None` all, `> 0` the
@@ -365,7 +417,37 @@ impl Model {
                 for item in items {
                     self.push(session, item.to_string(), String::new());
                 }
+                self.touch(session);
                 Ok(Outcome::Done)
+            }
+            Op::ReplaceItems { session, items } => {
+                self.apply_unchecked(&Op::ClearSession {
+                    session: session.clone(),
+                })?;
+                self.apply_unchecked(&Op::AddItems {
+                    session: session.clone(),
+                    items: items.clone(),
+                })
+            }
+            Op::PruneSessions {
+                idle_before,
+                dry_run,
+                max,
+            } => {
+                // A row the model wrote has no timestamp (""): it was updated "now", which is
+                // after any cutoff a caller can mean by "idle".
+                let idle: Vec<SessionInfo> = self
+                    .list_sessions()
+                    .into_iter()
+                    .filter(|s| !s.updated_at.is_empty() && s.updated_at < *idle_before)
+                    .take(usize::try_from(*max).unwrap_or(usize::MAX))
+                    .collect();
+                if !dry_run {
+                    for s in &idle {
+                        self.remove_session(&s.session_id)?;
+                    }
+                }
+                Ok(Outcome::Sessions(idle))
             }
             Op::GetItems { session, limit } => Ok(Outcome::Items(self.items(session, *limit))),
             Op::PopItem { session } => Ok(Outcome::Popped(self.pop(session))),
@@ -408,6 +490,27 @@ impl Model {
         self.session_messages(session)
             .map(|m| parse_item(&m.data))
             .collect()
+    }
+
+    /// A write "now": the model keeps no clock, so the row's `updated_at` becomes "" (see
+    /// [`Op::PruneSessions`]).
+    pub(crate) fn touch(&mut self, session: &str) {
+        if let Some(row) = self.sessions.get_mut(session) {
+            row.updated_at.clear();
+        }
+    }
+
+    /// Delete a session as prune does: an Advanced clear where the structure tables exist,
+    /// else a basic clear.
+    fn remove_session(&mut self, session: &str) -> Result<(), ModelError> {
+        if self.adv.tables {
+            self.apply_advanced(session, &HandleView::main(), &advanced::AdvancedOp::Clear)?;
+        } else {
+            self.apply_unchecked(&Op::ClearSession {
+                session: session.to_owned(),
+            })?;
+        }
+        Ok(())
     }
 
     fn ensure_session(&mut self, session: &str) {

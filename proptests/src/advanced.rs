@@ -68,6 +68,7 @@ pub fn adv_write() -> impl Strategy<Value = AdvancedOp> {
         1 => Just(AdvancedOp::PlantRaw { data: "{corrupt".into() }),
         3 => Just(AdvancedOp::PopItem),
         1 => Just(AdvancedOp::Clear),
+        1 => prop::collection::vec(adv_item(), 0..3).prop_map(|items| AdvancedOp::ReplaceItems { items }),
         2 => (0..5i64, name.clone(), 0..2i64).prop_map(|(turn, name, t)| AdvancedOp::CreateBranchFromTurn {
             turn, name, now_unix: 1_700_000_000 + t }),
         1 => (prop::sample::select(TERMS.to_vec()), name).prop_map(|(term, name)| AdvancedOp::CreateBranchFromContent {

@@ -8,7 +8,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use agent_sessions::{Durability, Error, Op, Outcome, Store};
-use agent_sessions_model::{parse_item, Model};
+use agent_sessions_model::{parse_item, Model, RawMessage, SessionDump};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -87,6 +87,45 @@ pub fn raw_data() -> impl Strategy<Value = String> {
     .prop_map(str::to_owned)
 }
 
+/// Timestamps long past, for imported sessions and prune cut-offs: every row an operation
+/// writes is updated "now", after all of them, so only imported rows can be idle.
+pub const PAST: [&str; 3] = [
+    "1999-12-31 23:59:59",
+    "2010-01-01 00:00:00",
+    "2020-06-01 00:00:00",
+];
+
+fn past() -> impl Strategy<Value = String> {
+    prop::sample::select(PAST.to_vec()).prop_map(str::to_owned)
+}
+
+/// A session imported with old timestamps (idle since then).
+fn import_op() -> impl Strategy<Value = Op> {
+    (session(), past(), prop::collection::vec(item(), 0..3)).prop_map(|(session, at, items)| {
+        Op::Import(SessionDump {
+            session_id: session,
+            created_at: Some(at.clone()),
+            updated_at: Some(at.clone()),
+            messages: items
+                .iter()
+                .map(|i| RawMessage {
+                    message_data: i.to_string(),
+                    created_at: at.clone(),
+                })
+                .collect(),
+        })
+    })
+}
+
+/// Prune sessions idle since a past moment; `dry_run` ones are reads.
+fn prune_op(dry_run: bool) -> impl Strategy<Value = Op> {
+    (past(), 1..4u64).prop_map(move |(idle_before, max)| Op::PruneSessions {
+        idle_before,
+        dry_run,
+        max,
+    })
+}
+
 pub fn write_op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (session(), prop::collection::vec(item(), 0..4))
@@ -94,6 +133,10 @@ pub fn write_op() -> impl Strategy<Value = Op> {
         2 => session().prop_map(|session| Op::PopItem { session }),
         1 => session().prop_map(|session| Op::ClearSession { session }),
         1 => (session(), raw_data()).prop_map(|(session, data)| Op::PlantRaw { session, data }),
+        1 => (session(), prop::collection::vec(item(), 0..3))
+            .prop_map(|(session, items)| Op::ReplaceItems { session, items }),
+        1 => import_op(),
+        1 => prune_op(false),
     ]
 }
 
@@ -103,6 +146,7 @@ pub fn read_op() -> impl Strategy<Value = Op> {
         4 => (session(), limit).prop_map(|(session, limit)| Op::GetItems { session, limit }),
         1 => Just(Op::ListSessions),
         1 => session().prop_map(|session| Op::Export { session }),
+        1 => prune_op(true),
     ]
 }
 

@@ -318,6 +318,14 @@ impl AdvancedSqliteSession {
         }
     }
 
+    /// Replace the whole history with `items` in one transaction (the compaction primitive):
+    /// an Advanced clear — messages, structure and usage of every branch go, the clear
+    /// generation is bumped (every handle goes back to `main`), branch ids stay reserved —
+    /// then `items` added on `main`, numbered afresh. Readers see the old history or the new.
+    pub async fn replace_items(&self, items: Vec<Item>) -> Result<()> {
+        done(self.run(AdvancedOp::ReplaceItems { items }).await?)
+    }
+
     /// Items of the current branch, oldest first (`limit` as in the basic session: `None` the
     /// settings' limit, `> 0` the newest n, `0` none, `< 0` all).
     pub async fn get_items(&self, limit: Option<i64>) -> Result<Vec<Item>> {
@@ -647,6 +655,11 @@ impl BlockingAdvancedSession {
             Some(op) => done(self.0.run_blocking(op)?),
             None => Ok(()),
         }
+    }
+
+    /// See [`AdvancedSqliteSession::replace_items`].
+    pub fn replace_items(&self, items: Vec<Item>) -> Result<()> {
+        done(self.0.run_blocking(AdvancedOp::ReplaceItems { items })?)
     }
 
     /// See [`AdvancedSqliteSession::get_items`].

@@ -144,6 +144,31 @@ impl SqliteSession {
         }
     }
 
+    /// Replace the whole history with `items` in one transaction — the compaction primitive:
+    /// a concurrent reader sees the old history or the new one, never an empty or a mixed one,
+    /// and a crash leaves one of the two. (The SDK's compaction clears, then adds: two
+    /// transactions.) `items` may be empty (the session is then cleared).
+    ///
+    /// ```
+    /// # fn main() -> agent_sessions::Result<()> {
+    /// use serde_json::json;
+    /// let s = agent_sessions::Store::open_in_memory()?.session("s").blocking();
+    /// s.add_items(vec![json!("a long"), json!("conversation")])?;
+    /// s.replace_items(vec![json!("its summary")])?;
+    /// assert_eq!(s.get_items(None)?, vec![json!("its summary")]);
+    /// # Ok(()) }
+    /// ```
+    pub async fn replace_items(&self, items: Vec<Item>) -> Result<()> {
+        done(self.exec(self.replace_op(items)).await?)
+    }
+
+    fn replace_op(&self, items: Vec<Item>) -> Op {
+        Op::ReplaceItems {
+            session: self.id.to_string(),
+            items,
+        }
+    }
+
     fn add_op(&self, items: Vec<Item>) -> Result<Option<Op>> {
         self.check_open()?;
         Ok((!items.is_empty()).then(|| Op::AddItems {
@@ -223,6 +248,11 @@ impl BlockingSession {
             Some(op) => done(self.0.exec_blocking(op)?),
             None => Ok(()),
         }
+    }
+
+    /// Blocking [`SqliteSession::replace_items`].
+    pub fn replace_items(&self, items: Vec<Item>) -> Result<()> {
+        done(self.0.exec_blocking(self.0.replace_op(items))?)
     }
 
     /// Blocking [`SqliteSession::pop_item`].

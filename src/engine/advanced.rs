@@ -324,6 +324,17 @@ impl<R: AdvancedRows> Run<'_, R> {
                 let view = HandleView::at(MAIN, self.rows.generation(s)?);
                 Ok((view, AdvancedAnswer::Done))
             }
+            AdvancedOp::ReplaceItems { items } => {
+                // A clear and an add in the request's one savepoint: readers see the old
+                // history or the new one.
+                let (view, _) = self.op(view, &AdvancedOp::Clear)?;
+                self.op(
+                    &view,
+                    &AdvancedOp::AddItems {
+                        items: items.clone(),
+                    },
+                )
+            }
             AdvancedOp::CreateBranchFromTurn {
                 turn,
                 name,

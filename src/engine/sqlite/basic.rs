@@ -82,8 +82,27 @@ pub(crate) fn clear_session(conn: &Connection, t: &Tables, session: &str) -> Res
 }
 
 pub(crate) fn list_sessions(conn: &Connection, t: &Tables) -> Result<Vec<SessionInfo>> {
-    let mut stmt = conn.prepare_cached(&t.basic.list_sessions)?;
-    let rows = stmt.query_map([], |r| {
+    sessions(conn, &t.basic.list_sessions, rusqlite::params![])
+}
+
+/// Sessions whose row was last updated before `idle_before`, at most `max`, by id.
+pub(crate) fn idle_sessions(
+    conn: &Connection,
+    t: &Tables,
+    idle_before: &str,
+    max: u64,
+) -> Result<Vec<SessionInfo>> {
+    let max = i64::try_from(max).unwrap_or(i64::MAX);
+    sessions(
+        conn,
+        &t.basic.idle_sessions,
+        rusqlite::params![idle_before, max],
+    )
+}
+
+fn sessions(conn: &Connection, sql: &str, p: impl rusqlite::Params) -> Result<Vec<SessionInfo>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(p, |r| {
         Ok(SessionInfo {
             session_id: text_of(r.get_ref(0)?).unwrap_or_default(),
             created_at: text_of(r.get_ref(1)?).unwrap_or_default(),

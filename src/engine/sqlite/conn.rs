@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use agent_sessions_model::{Op, Outcome};
+use agent_sessions_model::{AdvancedOp, HandleView, Op, Outcome, StructureStatus};
 use rusqlite::{Connection as Sql, OpenFlags};
 
 use super::rows::SqliteRows;
@@ -225,6 +225,35 @@ fn dispatch(conn: &Sql, t: &Tables, op: &Op) -> Result<Outcome> {
         Op::PlantRaw { session, data } => done(basic::plant_raw(conn, t, session, data)),
         Op::Export { session } => Ok(Outcome::Dump(basic::export(conn, t, session)?)),
         Op::Import(dump) => done(basic::import(conn, t, dump)),
+        Op::ReplaceItems { session, items } => {
+            basic::clear_session(conn, t, session)?;
+            done(basic::add_items(conn, t, session, items))
+        }
+        Op::PruneSessions {
+            idle_before,
+            dry_run,
+            max,
+        } => {
+            let idle = basic::idle_sessions(conn, t, idle_before, *max)?;
+            if !dry_run {
+                // Where this pair owns structure tables, a session goes as an Advanced clear
+                // takes it (structure and usage too; generation bumped, reservations kept).
+                let owned = schema::structure_status(conn, t)? == StructureStatus::Owned;
+                for s in &idle {
+                    if owned {
+                        advanced::execute(
+                            &mut SqliteRows::new(conn, t),
+                            &s.session_id,
+                            &HandleView::main(),
+                            &AdvancedOp::Clear,
+                        )?;
+                    } else {
+                        basic::clear_session(conn, t, &s.session_id)?;
+                    }
+                }
+            }
+            Ok(Outcome::Sessions(idle))
+        }
         other => Err(crate::engine::unsupported(other)),
     }
 }

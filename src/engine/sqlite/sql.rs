@@ -57,6 +57,8 @@ pub(crate) struct BasicSql {
     pub(crate) delete_messages: String,
     pub(crate) delete_session: String,
     pub(crate) list_sessions: String,
+    /// Sessions last updated before a cutoff, at most a count of them (prune).
+    pub(crate) idle_sessions: String,
     pub(crate) session_row: String,
     pub(crate) export_messages: String,
     pub(crate) import_session: String,
@@ -106,6 +108,11 @@ impl Tables {
             ),
             delete_messages: format!("DELETE FROM {mt} WHERE session_id = ?1"),
             delete_session: format!("DELETE FROM {st} WHERE session_id = ?1"),
+            idle_sessions: format!(
+                "SELECT s.session_id, s.created_at, s.updated_at, \
+                 (SELECT COUNT(*) FROM {mt} m WHERE m.session_id = s.session_id) \
+                 FROM {st} s WHERE s.updated_at < ?1 ORDER BY s.session_id LIMIT ?2"
+            ),
             list_sessions: format!(
                 "SELECT s.session_id, s.created_at, s.updated_at, \
                  (SELECT COUNT(*) FROM {mt} m WHERE m.session_id = s.session_id) \
