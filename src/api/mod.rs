@@ -4,5 +4,6 @@
 
 pub(crate) mod advanced;
 pub(crate) mod builder;
+pub(crate) mod encrypted;
 pub(crate) mod session;
 pub(crate) mod store;
