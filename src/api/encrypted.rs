@@ -14,18 +14,22 @@
 //!   otherwise its UTF-8 bytes. Per session, HKDF-SHA256 (salt: the session id's UTF-8, info
 //!   `agents.session-store.hkdf.v1`, 32 bytes) gives the Fernet key.
 //! - **Plaintext.** Python's `json.dumps(item, ensure_ascii=False, separators=(",", ":"))`,
-//!   UTF-8.
+//!   UTF-8. A `null` item is refused (the SDK reads a decrypted `null` as "unreadable"); items
+//!   other than objects are accepted and the SDK reads them back, though the SDK itself only
+//!   writes dicts.
 //! - **Reading.** Only envelopes (`__enc__` equal to 1, with `v`, `kid` and `payload`) whose
 //!   token authenticates, is not older than the TTL (default 600 s, by the reader's clock, in
-//!   whole seconds) and not more than 60 s in the future are items; everything else —
-//!   plaintext items included — is hidden and left stored. A positive limit asks the inner
-//!   session for `limit` rows, then twice as many, until `limit` readable items are found or
-//!   the session has no more rows.
+//!   whole seconds: `timestamp + ttl < now` has expired) and not more than 60 s in the future
+//!   are items; everything else — plaintext items included — is hidden and left stored. A
+//!   positive limit asks the inner session for `limit` rows, then twice as many, until `limit`
+//!   readable items are found or the session has no more rows.
 //! - **Popping.** The newest readable item is removed and returned; expired envelopes and
-//!   plaintext items above it are removed on the way. Over a [`SqliteSession`] an envelope
-//!   that does not authenticate (a wrong key, a tampered token) stops the pop with an error
-//!   and stays stored (the SDK's `SQLiteSession` rule); over every other session type it is
-//!   removed and skipped (the SDK's rule for other backends).
+//!   plaintext items above it are removed on the way, except that a *falsy* plaintext row
+//!   (`{}`, `[]`, `""`, `0`, `false`) is removed and ends the pop with `None`, as in the SDK.
+//!   An envelope that does not authenticate (another key, a tampered token) stops the pop
+//!   with an error and stays stored over a [`SqliteSession`] (the SDK's `SQLiteSession` rule);
+//!   over every other session type it is removed and skipped (the SDK's rule for other
+//!   backends). [`PopRule`] overrides the choice, e.g. behind a `Box<dyn Session>`.
 //!
 //! Differences from the SDK, all where Python raises on data it cannot read: an envelope
 //! whose payload is not a string, or whose plaintext is not UTF-8 JSON (or is JSON this crate
@@ -321,6 +325,33 @@ pub struct EncryptionOptions {
     max_scan_items: Option<u64>,
     settings: SessionSettings,
     clock: Option<ClockFn>,
+    pop_rule: PopRule,
+}
+
+/// What [`EncryptedSession::pop_item`] does when the newest item is an envelope its key cannot
+/// authenticate (another key's, or a damaged token).
+///
+/// ```
+/// use agent_sessions::{EncryptionOptions, PopRule};
+/// // A `Box<dyn Session>` hides its type: say which rule applies.
+/// let options = EncryptionOptions::new().pop_rule(PopRule::KeepUnauthenticated);
+/// assert_eq!(PopRule::default(), PopRule::BySessionType);
+/// # drop(options);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PopRule {
+    /// The SDK's rule for the wrapped type: [`KeepUnauthenticated`](PopRule::KeepUnauthenticated)
+    /// over a [`SqliteSession`] (`EncryptedSession<SqliteSession>`),
+    /// [`SkipUnauthenticated`](PopRule::SkipUnauthenticated) over any other type — including a
+    /// `Box<dyn Session>`, whose type is not visible.
+    #[default]
+    BySessionType,
+    /// Stop: the pop fails with [`Error::InvalidArgument`] and the envelope stays stored (the
+    /// SDK's rule over `SQLiteSession`).
+    KeepUnauthenticated,
+    /// Remove it and go on to the next item (the SDK's rule over other backends).
+    SkipUnauthenticated,
 }
 
 impl Default for EncryptionOptions {
@@ -335,6 +366,7 @@ impl fmt::Debug for EncryptionOptions {
             .field("ttl", &self.ttl)
             .field("max_scan_items", &self.max_scan_items)
             .field("settings", &self.settings)
+            .field("pop_rule", &self.pop_rule)
             .field(
                 "clock",
                 &if self.clock.is_some() {
@@ -361,6 +393,7 @@ impl EncryptionOptions {
             max_scan_items: None,
             settings: SessionSettings::default(),
             clock: None,
+            pop_rule: PopRule::BySessionType,
         }
     }
 
@@ -428,6 +461,19 @@ impl EncryptionOptions {
     /// ```
     pub fn clock(mut self, clock: impl Fn() -> SystemTime + Send + Sync + 'static) -> Self {
         self.clock = Some(Arc::new(Box::new(clock)));
+        self
+    }
+
+    /// What a pop does with an envelope it cannot authenticate (default:
+    /// [`PopRule::BySessionType`], the SDK's rules).
+    ///
+    /// ```
+    /// use agent_sessions::{EncryptionOptions, PopRule};
+    /// let options = EncryptionOptions::new().pop_rule(PopRule::SkipUnauthenticated);
+    /// # drop(options);
+    /// ```
+    pub fn pop_rule(mut self, rule: PopRule) -> Self {
+        self.pop_rule = rule;
         self
     }
 
@@ -660,9 +706,10 @@ impl<S: Session + 'static> EncryptedSession<S> {
     }
 
     /// Remove and return the newest readable item; expired envelopes and plaintext items newer
-    /// than it are removed on the way. An envelope this key cannot authenticate is removed and
-    /// skipped too, except over a [`SqliteSession`], where the pop stops at it with
-    /// [`Error::InvalidArgument`] and leaves it stored (the SDK's rules per backend).
+    /// than it are removed on the way (a falsy plaintext row ends the pop with `None`, as in
+    /// the SDK). An envelope this key cannot authenticate is removed and skipped too, except
+    /// over a [`SqliteSession`], where the pop stops at it with [`Error::InvalidArgument`] and
+    /// leaves it stored (the SDK's rules per backend; see [`PopRule`]).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -680,9 +727,13 @@ impl<S: Session + 'static> EncryptedSession<S> {
     /// # Ok(()) }
     /// ```
     pub async fn pop_item(&self) -> Result<Option<Item>> {
-        let native = (&self.inner as &dyn Any).is::<SqliteSession>();
+        let keep = match self.options.pop_rule {
+            PopRule::KeepUnauthenticated => true,
+            PopRule::SkipUnauthenticated => false,
+            PopRule::BySessionType => (&self.inner as &dyn Any).is::<SqliteSession>(),
+        };
         loop {
-            let popped = if native {
+            let raw = if keep {
                 match self.pop_authenticated().await? {
                     Some(item) => item,
                     None => return Ok(None),
@@ -693,7 +744,11 @@ impl<S: Session + 'static> EncryptedSession<S> {
                     None => return Ok(None),
                 }
             };
-            if let Some(item) = self.unwrap(&popped, self.options.now()) {
+            if falsy(&raw) {
+                // The SDK's `if not enc: return None`: a falsy plaintext row ends the pop.
+                return Ok(None);
+            }
+            if let Some(item) = self.unwrap(&raw, self.options.now()) {
                 return Ok(Some(item));
             }
         }
@@ -767,13 +822,22 @@ impl<S: Session + 'static> EncryptedSession<S> {
         };
         let ttl = self.options.ttl.map(|t| t.as_secs());
         let plaintext = Zeroizing::new(self.key.decrypt(token, ttl, now)?);
-        parse_item(std::str::from_utf8(&plaintext).ok()?)
+        // Python's `_unwrap` answers `None` for "unreadable", so a `null` item is unreadable.
+        parse_item(std::str::from_utf8(&plaintext).ok()?).filter(|item| !item.is_null())
     }
 
     fn encrypt_all(&self, items: &[Item]) -> Result<Vec<Item>> {
         let now = self.options.now();
         let mut out = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
+            if item.is_null() {
+                return Err(Error::InvalidArgument(format!(
+                    "item {} of session {:?} is null; the SDK's EncryptedSession cannot read \
+                     a null item back, so nothing was written",
+                    i + 1,
+                    self.session_id()
+                )));
+            }
             let depth = nesting_depth(item);
             if depth > MAX_DEPTH {
                 return Err(Error::InvalidArgument(format!(
@@ -794,6 +858,18 @@ impl<S: Session + 'static> EncryptedSession<S> {
             out.push(Value::Object(envelope));
         }
         Ok(out)
+    }
+}
+
+/// Python's truthiness of a JSON value: `null`, `false`, zero, `""`, `[]` and `{}` are false.
+fn falsy(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
     }
 }
 
