@@ -875,7 +875,7 @@ fn every_form_of_master_key_derives_the_same_key_on_both_sides() {
         assert_items(
             &format!("Python reads key {i}"),
             got.as_array().unwrap(),
-            &[item.clone()],
+            std::slice::from_ref(&item),
         );
     }
 }

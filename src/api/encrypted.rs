@@ -7,36 +7,7 @@
 //! rules: expired or unreadable items are hidden and stay stored, a positive limit counts
 //! readable items, `pop_item` skips what it cannot read.
 //!
-//! The rules, as in the SDK (each is checked against the SDK in `tests/encryption.rs`):
-//!
-//! - **Master key.** If it decodes as url-safe base64 (Python's lenient decoder: other
-//!   characters are skipped, decoding stops at the padding) to exactly 32 bytes, those bytes;
-//!   otherwise its UTF-8 bytes. Per session, HKDF-SHA256 (salt: the session id's UTF-8, info
-//!   `agents.session-store.hkdf.v1`, 32 bytes) gives the Fernet key.
-//! - **Plaintext.** Python's `json.dumps(item, ensure_ascii=False, separators=(",", ":"))`,
-//!   UTF-8. A `null` item is refused (the SDK reads a decrypted `null` as "unreadable"); items
-//!   other than objects are accepted and the SDK reads them back, though the SDK itself only
-//!   writes dicts.
-//! - **Reading.** Only envelopes (`__enc__` equal to 1, with `v`, `kid` and `payload`) whose
-//!   token authenticates, is not older than the TTL (default 600 s, by the reader's clock, in
-//!   whole seconds: `timestamp + ttl < now` has expired) and not more than 60 s in the future
-//!   are items; everything else — plaintext items included — is hidden and left stored. A
-//!   positive limit asks the inner session for `limit` rows, then twice as many, until `limit`
-//!   readable items are found or the session has no more rows.
-//! - **Popping.** The newest readable item is removed and returned; expired envelopes and
-//!   plaintext items above it are removed on the way, except that a *falsy* plaintext row
-//!   (`{}`, `[]`, `""`, `0`, `false`) is removed and ends the pop with `None`, as in the SDK.
-//!   An envelope that does not authenticate (another key, a tampered token) stops the pop
-//!   with an error and stays stored over a [`SqliteSession`] (the SDK's `SQLiteSession` rule);
-//!   over every other session type it is removed and skipped (the SDK's rule for other
-//!   backends). [`PopRule`] overrides the choice, e.g. behind a `Box<dyn Session>`.
-//!
-//! Differences from the SDK, all where Python raises on data it cannot read: an envelope
-//! whose payload is not a string, or whose plaintext is not UTF-8 JSON (or is JSON this crate
-//! cannot hold, such as Python's bare `NaN`), is hidden like an expired one. Over a
-//! [`SqliteSession`] the authentication check and the removal are two steps (the SDK runs
-//! both in one SQLite transaction): an unauthenticated envelope added by another writer
-//! between them is put back as the newest item and the pop fails as if it had been checked.
+//! The rules, and where they differ from the SDK, are stated on [`EncryptedSession`].
 
 use std::any::Any;
 use std::fmt;
@@ -497,8 +468,43 @@ impl EncryptionOptions {
 /// with `session_id` = the inner session's id. Wraps any session type — [`SqliteSession`],
 /// [`AdvancedSqliteSession`](crate::AdvancedSqliteSession) (its structure rows then hold the
 /// envelopes, as in Python), [`ModelSession`](crate::ModelSession), another wrapper, or a
-/// `Box<dyn Session>`. See the [module rules](self) for what reads and pops do with items they
-/// cannot read.
+/// `Box<dyn Session>`.
+///
+/// # Rules
+///
+/// As in the SDK (each is checked against the SDK by the crate's `tests/encryption.rs`):
+///
+/// - **Master key.** If it decodes as url-safe base64 (Python's lenient decoder: other
+///   characters are skipped, decoding stops at the padding) to exactly 32 bytes, those bytes;
+///   otherwise its UTF-8 bytes. Per session, HKDF-SHA256 (salt: the session id's UTF-8, info
+///   `agents.session-store.hkdf.v1`, 32 bytes) gives the Fernet key.
+/// - **Plaintext.** Python's `json.dumps(item, ensure_ascii=False, separators=(",", ":"))`,
+///   UTF-8. A `null` item is refused (the SDK reads a decrypted `null` as "unreadable").
+/// - **Reading.** Only envelopes (`__enc__` equal to 1, with `v`, `kid` and `payload`) whose
+///   token authenticates, is not older than the TTL (default 600 s, by the reader's clock, in
+///   whole seconds: `timestamp + ttl < now` has expired) and not more than 60 s in the future
+///   are items; everything else — plaintext items included — is hidden and left stored. A
+///   positive limit asks the inner session for `limit` rows, then twice as many, until `limit`
+///   readable items are found or the session has no more rows.
+/// - **Popping.** The newest readable item is removed and returned; expired envelopes and
+///   plaintext items above it are removed on the way, except that a *falsy* plaintext row
+///   (`{}`, `[]`, `""`, `0`, `false`) is removed and ends the pop with `None`, as in the SDK.
+///   An envelope that does not authenticate (another key, a tampered token) stops the pop
+///   with an error and stays stored over a [`SqliteSession`] (the SDK's `SQLiteSession` rule);
+///   over every other session type it is removed and skipped (the SDK's rule for other
+///   backends). [`PopRule`] overrides the choice, e.g. behind a `Box<dyn Session>`.
+///
+/// # Differences from the SDK
+///
+/// Where Python raises on data it cannot read: an envelope whose payload is not a string, or
+/// whose plaintext is not UTF-8 JSON (or is JSON this crate cannot hold, such as Python's bare
+/// `NaN`), is hidden like an expired one. Python's `EncryptedSession` only takes dicts and
+/// turns other values into dicts or raises; here any value but `null` is stored as it is. Over a
+/// [`SqliteSession`] the authentication check and the removal are two steps (the SDK runs
+/// both in one SQLite transaction): an unauthenticated envelope added by another writer
+/// between them is put back as the newest item and the pop fails as if it had been checked.
+///
+/// # Example
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
