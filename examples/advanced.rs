@@ -34,20 +34,14 @@ async fn main() -> Result<()> {
     let alt = a.create_branch_from_turn(2, Some("germany")).await?;
     a.add_items(vec![json!({"role": "user", "content": "And of Germany?"})])
         .await?;
-    println!(
-        "on {alt}: {}",
-        serde_json::Value::from(a.get_items(None).await?)
-    );
+    println!("on {alt}: {}", serde_json::Value::from(a.get_items(None).await?));
 
     a.switch_to_branch("main").await?;
     for turn in a.get_conversation_turns(None).await? {
         println!("turn {}: {}", turn.turn, turn.content);
     }
     for branch in a.list_branches().await? {
-        println!(
-            "branch {} ({} messages)",
-            branch.branch_id, branch.message_count
-        );
+        println!("branch {} ({} messages)", branch.branch_id, branch.message_count);
     }
     let usage = a.get_session_usage(None).await?.expect("usage recorded");
     println!("tokens used: {}", usage.total_tokens);

@@ -413,10 +413,7 @@ fn closing_a_session_leaves_the_store_and_its_other_sessions_working() {
 
     store.close();
     assert_eq!(b.get_items(None), Err(Error::Closed));
-    assert_eq!(
-        store.session("c").blocking().get_items(None),
-        Err(Error::Closed)
-    );
+    assert_eq!(store.session("c").blocking().get_items(None), Err(Error::Closed));
 }
 
 /// Closing returns at once, also inside an async task, and `wait_closed` resolves once the
