@@ -10,10 +10,10 @@ step() { printf '\n==> %s\n' "$*"; }
 # The interop tests run against the real Python SDK; make a venv with it unless one is given.
 if [ -z "${AGENT_SESSIONS_PYTHON:-}" ]; then
   venv=target/pyenv
-  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import agents' 2>/dev/null; then
-    step "creating $venv with openai-agents==0.24.0 (for the interop tests)"
+  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import agents, cryptography' 2>/dev/null; then
+    step "creating $venv with openai-agents[encrypt]==0.24.0 (for the interop tests)"
     python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check 'openai-agents==0.24.0'
+    "$venv/bin/pip" install --quiet --disable-pip-version-check 'openai-agents[encrypt]==0.24.0'
   fi
   export AGENT_SESSIONS_PYTHON="$PWD/$venv/bin/python"
 fi

@@ -60,6 +60,7 @@ pub use agent_sessions_model::{
 };
 pub use api::advanced::{AdvancedSqliteSession, BlockingAdvancedSession, ConversationTurn};
 pub use api::builder::{Database, StoreBuilder};
+pub use api::encrypted::{EncryptedSession, EncryptionKey, EncryptionOptions, PopRule};
 pub use api::prune::PRUNE_BATCH;
 pub use api::session::{BlockingSession, ModelSession, Session, SqliteSession};
 pub use api::store::{SessionSettings, Store};

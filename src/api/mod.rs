@@ -4,6 +4,7 @@
 
 pub(crate) mod advanced;
 pub(crate) mod builder;
+pub(crate) mod encrypted;
 pub(crate) mod prune;
 pub(crate) mod session;
 pub(crate) mod store;
