@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use agent_sessions::{
-    BlockingAdvancedSession, ConversationTurn, Error, Item, Op, Outcome, SessionDump, Store,
-    StructureStatus, Usage,
+    BlockingAdvancedSession, ConversationTurn, EncryptedSession, EncryptionKey, EncryptionOptions,
+    Error, Item, Op, Outcome, Session, SessionDump, Store, StructureStatus, Usage,
 };
 use agent_sessions_model::RawMessage;
 use clap::{ArgGroup, CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -52,6 +52,15 @@ struct Cli {
     /// (`init --advanced` does only that).
     #[arg(long, global = true)]
     advanced: bool,
+    /// Encrypt items as the SDK's EncryptedSession does, with the master key held in this
+    /// environment variable (never pass a key itself on a command line: shell histories and
+    /// `ps` keep it). Applies to add, items, pop and clear.
+    #[arg(long, global = true, value_name = "VAR")]
+    encryption_key_env: Option<String>,
+    /// With encryption: seconds after which an item expires (hidden from reads, still
+    /// stored); 0 for never. The SDK's default is 600.
+    #[arg(long, global = true, default_value_t = 600)]
+    ttl: u64,
     #[command(subcommand)]
     command: Command,
 }
@@ -326,6 +335,12 @@ fn run(cli: Cli, db_given: bool) -> CliResult<ExitCode> {
     let mode = Mode::of(&cli, &store)?;
     let out = io::stdout();
     let mut out = BufWriter::new(out.lock());
+    if let Some(var) = &cli.encryption_key_env {
+        encrypted(&cli, &store, &mode, var, &mut out)?;
+        out.flush()?;
+        store.close();
+        return Ok(ExitCode::SUCCESS);
+    }
     // Branch arguments only mean something to Advanced sessions.
     if let Command::Add {
         branch: Some(_), ..
@@ -592,6 +607,64 @@ fn parse_json(text: &str, what: &str) -> CliResult<Value> {
 }
 
 /// One item per non-blank line; the whole input is parsed before anything is written.
+/// add / items / pop / clear through the SDK's EncryptedSession format.
+fn encrypted(
+    cli: &Cli,
+    store: &Store,
+    mode: &Mode,
+    var: &str,
+    out: &mut impl Write,
+) -> CliResult<()> {
+    let master = std::env::var(var).map_err(|_| {
+        format!("--encryption-key-env {var}: the environment variable {var} is not set")
+    })?;
+    let key = EncryptionKey::new(&master)?;
+    drop(master);
+    let ttl = (cli.ttl > 0).then(|| std::time::Duration::from_secs(cli.ttl));
+    let session_id = match &cli.command {
+        Command::Add { session, .. }
+        | Command::Items { session, .. }
+        | Command::Pop { session, .. }
+        | Command::Clear { session } => session,
+        _ => return Err("--encryption-key-env applies to add, items, pop and clear only".into()),
+    };
+    let inner: Box<dyn Session> = if mode.advanced {
+        Box::new(store.advanced_session(session_id.clone())?)
+    } else {
+        Box::new(store.session(session_id.clone()))
+    };
+    let session = EncryptedSession::with_options(inner, &key, EncryptionOptions::new().ttl(ttl));
+    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    runtime.block_on(async {
+        match &cli.command {
+            Command::Add { items, .. } => {
+                let items = if items.is_empty() {
+                    read_items(io::stdin().lock())?
+                } else {
+                    items
+                        .iter()
+                        .enumerate()
+                        .map(|(i, s)| parse_json(s, &format!("argument {}", i + 1)))
+                        .collect::<CliResult<Vec<Item>>>()?
+                };
+                session.add_items(items).await?;
+            }
+            Command::Items { limit, .. } => {
+                for item in session.get_items(*limit).await? {
+                    line(out, &item)?;
+                }
+            }
+            Command::Pop { .. } => {
+                if let Some(item) = session.pop_item().await? {
+                    line(out, &item)?;
+                }
+            }
+            _ => session.clear_session().await?,
+        }
+        Ok(())
+    })
+}
+
 fn read_items(input: impl BufRead) -> CliResult<Vec<Item>> {
     let mut items = Vec::new();
     for (n, line) in input.lines().enumerate() {
