@@ -73,6 +73,15 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
+/// Record a latency. `record` grows the auto-resizing histogram; `saturating_record` would
+/// clamp every value above its current top (2,048 µs at first) and hide the worst stalls.
+fn record(h: &mut Histogram<u64>, d: Duration) {
+    let us = micros(d);
+    if h.record(us).is_err() {
+        h.saturating_record(us);
+    }
+}
+
 #[derive(Default)]
 struct Errors(Mutex<BTreeMap<String, u64>>);
 
@@ -180,7 +189,7 @@ pub fn run(
                     let t = Instant::now();
                     match s.add_items(vec![item]).await {
                         Ok(()) => {
-                            h.saturating_record(micros(t.elapsed()));
+                            record(&mut h, t.elapsed());
                             writes.fetch_add(1, Ordering::Relaxed);
                         }
                         Err(e) => errors.record(&e),
@@ -200,7 +209,7 @@ pub fn run(
                     let t = Instant::now();
                     match s.get_items(limit).await {
                         Ok(_) => {
-                            h.saturating_record(micros(t.elapsed()));
+                            record(&mut h, t.elapsed());
                             reads.fetch_add(1, Ordering::Relaxed);
                         }
                         Err(e) => errors.record(&e),
@@ -318,4 +327,19 @@ pub fn run(
     } else {
         ExitCode::FAILURE
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_latencies_are_recorded_not_clamped() {
+        let mut h = histogram();
+        record(&mut h, Duration::from_micros(300));
+        record(&mut h, Duration::from_secs(2));
+        let summary = latency_summary(&h);
+        let max = summary["max"].as_f64().unwrap();
+        assert!((1990.0..=2010.0).contains(&max), "max {max} ms");
+    }
 }
