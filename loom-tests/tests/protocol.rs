@@ -474,6 +474,157 @@ fn loom_reply_sender_dropped_unsent_completes_with_closed() {
     });
 }
 
+/// I4, I3: `close()` races a submitter blocked on a full queue (capacity 1, the writer held so
+/// the queue stays full). The blocked submitter is woken and told `Closed` (it was never
+/// accepted); the request accepted before the close is still served; once `wait_closed`
+/// returns nothing is open. (Verified by mutation: a `push` that checks for space before it
+/// checks for a closed queue accepts the blocked request into a closed queue once the close
+/// drains it — a request nobody will serve, which loom reports as a deadlock.)
+fn close_races_a_submitter_blocked_on_a_full_queue() {
+    let engine = ModelEngine::new();
+    let pool = Pool::open(
+        engine.clone(),
+        PoolConfig {
+            readers: 0,
+            queue_cap: 1,
+            ..PoolConfig::default()
+        },
+    )
+    .unwrap();
+    pool.hold_writer(true);
+    let h = Arc::new(Handle::<PathBuf, _>::new(
+        Arc::new(pool),
+        Owner::Private,
+        (),
+    ));
+    let accepted = h.submit(add("s", json!("accepted"))).unwrap();
+    let h2 = h.clone();
+    let blocked = thread::spawn(move || h2.call_blocking(add("s", json!("blocked"))));
+    h.close();
+    assert_eq!(blocked.join().unwrap(), Err(Error::Closed));
+    assert_eq!(accepted.wait(), Ok(Outcome::Done));
+    h.wait_closed();
+    assert_eq!(
+        engine.stats.open_now(),
+        0,
+        "connections left open after close"
+    );
+    assert_eq!(engine.snapshot().rows("s"), vec![Some(json!("accepted"))]);
+}
+
+#[test]
+fn loom_close_races_a_submitter_blocked_on_a_full_queue() {
+    model(
+        "close_races_a_submitter_blocked_on_a_full_queue",
+        close_races_a_submitter_blocked_on_a_full_queue,
+    );
+}
+
+/// I4, I7: an async submitter cancelled while it waits for queue space (its future polled once
+/// on a full queue, then dropped) was never accepted: its request never runs, while the
+/// request accepted before it is served and the writer (released on another thread) drains
+/// and closes normally. (Verified by mutation: a `poll_push` that queues the request even
+/// when it answers `Pending` overfills the queue and runs the cancelled request.)
+fn cancelled_async_submitter_waiting_for_space() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    let engine = ModelEngine::new();
+    let pool = Pool::open(
+        engine.clone(),
+        PoolConfig {
+            readers: 0,
+            queue_cap: 1,
+            ..PoolConfig::default()
+        },
+    )
+    .unwrap();
+    pool.hold_writer(true);
+    let h = Arc::new(Handle::<PathBuf, _>::new(
+        Arc::new(pool),
+        Owner::Private,
+        (),
+    ));
+    let accepted = h.submit(add("s", json!("accepted"))).unwrap();
+    {
+        let mut waiting = Box::pin(h.call(add("s", json!("cancelled"))));
+        let polled = waiting
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()));
+        assert!(
+            matches!(polled, Poll::Pending),
+            "a full queue took a request"
+        );
+    } // cancelled here
+    let h2 = h.clone();
+    let release = thread::spawn(move || h2.pool().hold_writer(false));
+    assert_eq!(accepted.wait(), Ok(Outcome::Done));
+    release.join().unwrap();
+    h.close();
+    h.wait_closed();
+    assert_eq!(engine.snapshot().rows("s"), vec![Some(json!("accepted"))]);
+    assert_eq!(engine.stats.open_now(), 0);
+}
+
+#[test]
+fn loom_cancelled_async_submitter_waiting_for_space() {
+    model(
+        "cancelled_async_submitter_waiting_for_space",
+        cancelled_async_submitter_waiting_for_space,
+    );
+}
+
+/// I14: an opener whose settings check fails, racing the last close of the file: it gets its
+/// error and counts no handle, so the close still releases the pool — the registry ends empty
+/// and nothing is open. (Verified by mutation: counting the handle before the check keeps the
+/// pool alive forever, which `wait_closed` turns into a loom deadlock.)
+fn registry_check_failure_races_the_last_close() {
+    let engine = ModelEngine::new();
+    let registry = Arc::new(Registry::<PathBuf, ModelEngine>::new());
+    let first = {
+        let engine = engine.clone();
+        let open = move || Pool::open(engine, config(0, Faults::default()));
+        Handle::acquire(&registry, PathBuf::from("a.db"), (), open, |_| Ok(())).unwrap()
+    };
+    let closed = first.pool().closed_latch();
+    let r2 = registry.clone();
+    // The refused opener: its check fails on a live pool; should it find the file free, its
+    // own open fails too (so no second pool is started: loom allows five threads).
+    let refused = thread::spawn(move || {
+        Handle::acquire(
+            &r2,
+            PathBuf::from("a.db"),
+            (),
+            || Err(Error::Io("refused open".into())),
+            |_| Err(Error::InvalidArgument("different settings".into())),
+        )
+        .map(|_| ())
+    });
+    first.close();
+    let refused = refused.join().unwrap();
+    assert!(
+        matches!(&refused, Err(Error::InvalidArgument(_) | Error::Io(_))),
+        "{refused:?}"
+    );
+    closed.wait();
+    assert!(
+        registry.is_empty(),
+        "a refused opener kept the file registered"
+    );
+    assert_eq!(
+        engine.stats.open_now(),
+        0,
+        "a refused opener kept the pool alive"
+    );
+}
+
+#[test]
+fn loom_registry_check_failure_races_the_last_close() {
+    model(
+        "registry_check_failure_races_the_last_close",
+        registry_check_failure_races_the_last_close,
+    );
+}
+
 /// I4 with a full queue (capacity 1): an async submitter is suspended, not blocked, and woken
 /// when space frees; the other submitter is async too, or blocking (waits on the condvar). Every
 /// request is served exactly once.
