@@ -33,7 +33,13 @@ for example in tokio threads advanced; do
 done
 
 step "packaging (cargo package --workspace: every crate meant for publishing)"
-cargo package --workspace --exclude loom-tests --exclude proptests --allow-dirty --quiet
+# Cargo verifies each crate against the others through a local registry overlay. It treats
+# registry crates as immutable: unpacked sources under $CARGO_HOME/registry/src/-<hash>/ and
+# compiled artifacts are reused while the version is unchanged, so a second run would verify
+# against the first run's code. Drop our crates' unpacked copies and verify in a fresh target.
+rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/agent-sessions-* target/package-verify
+CARGO_TARGET_DIR=target/package-verify \
+  cargo package --workspace --exclude loom-tests --exclude proptests --allow-dirty --quiet
 
 step "a downstream crate (downstream-check/: default features, tokio, no internals)"
 scripts/downstream.sh
