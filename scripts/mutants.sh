@@ -6,6 +6,8 @@
 #
 # Usage: scripts/mutants.sh [FILE ...]     e.g. scripts/mutants.sh src/protocol/reply.rs
 #   Without FILEs: every file of the library and the model.
+#   MUTANTS_PASSES="plain loom" (default) chooses the passes; PROPTEST_CASES (default 64) the
+#   property-test case count of the plain pass.
 #
 # Two passes, because the protocol is checked by loom (built with --cfg agent_sessions_loom, in
 # which the SQLite-based suites cannot run) and everything else by the ordinary suites:
@@ -30,24 +32,27 @@ for f in "${files[@]}"; do file_args+=(--file "$f"); done
 out=target/mutants
 mkdir -p "$out"
 
-echo "==> ordinary pass over ${#files[@]} file(s)"
-# The interop tests need the SDK's venv (scripts/test.sh makes it); without it they fail rather
-# than pass, so they are left to the ordinary test command.
-PROPTEST_CASES="${PROPTEST_CASES:-64}" cargo mutants --no-shuffle -j 1 \
-  --output "$out/plain" "${file_args[@]}" \
-  --package agent-sessions --package agent-sessions-model \
-  --test-package agent-sessions --test-package agent-sessions-model --test-package proptests \
-  -- --skip interop || true
+passes="${MUTANTS_PASSES:-plain loom}"
+if [[ " $passes " == *" plain "* ]]; then
+  echo "==> ordinary pass over ${#files[@]} file(s)"
+  # The interop tests need the SDK's venv (scripts/test.sh makes it) and a Python per test:
+  # left to the ordinary test command.
+  PROPTEST_CASES="${PROPTEST_CASES:-64}" cargo mutants --no-shuffle -j 1 \
+    --output "$out/plain" "${file_args[@]}" \
+    --package agent-sessions --package agent-sessions-model \
+    --test-package agent-sessions --test-package agent-sessions-model --test-package proptests \
+    -- -- --skip interop || true
+fi
 
 protocol=()
 for f in "${files[@]}"; do
   case "$f" in src/protocol/*) protocol+=(--file "$f") ;; esac
 done
-if [ ${#protocol[@]} -gt 0 ]; then
+if [[ " $passes " == *" loom "* ]] && [ ${#protocol[@]} -gt 0 ]; then
   echo "==> loom pass over the protocol file(s)"
   RUSTFLAGS="--cfg agent_sessions_loom" LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-2}" \
     cargo mutants --no-shuffle -j 1 --output "$out/loom" "${protocol[@]}" \
-    --package agent-sessions --test-package loom-tests --cargo-test-arg=--release || true
+    --package agent-sessions --test-package loom-tests --profile release || true
 fi
 
 echo "==> summary (a mutant is caught when either pass caught it)"

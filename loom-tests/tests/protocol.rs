@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering as StdOrdering};
 
 use agent_sessions::hooks::handle::{Handle, Owner};
+use agent_sessions::hooks::latch::Latch;
 use agent_sessions::hooks::model_engine::{failing_item, ModelEngine};
 use agent_sessions::hooks::pointer::BranchPointer;
 use agent_sessions::hooks::pool::{Faults, Pool, PoolConfig};
@@ -256,7 +257,13 @@ fn abandoned_write_still_completes(faults: Faults) {
     assert_eq!(mine, Ok(Outcome::Done));
     t.join().unwrap();
     h.close();
-    h.wait_closed();
+    // The async wait, driven by loom's executor: it must not resolve before the drain.
+    loom::future::block_on(Latch::wait_async(&h.pool().closed_latch()));
+    assert_eq!(
+        engine.stats.open_now(),
+        0,
+        "connections left open after close"
+    );
     let stored = engine.snapshot().rows("s");
     assert_eq!(stored.len(), 2, "{stored:?}");
     assert!(stored.contains(&Some(json!("fire-and-forget"))));

@@ -40,12 +40,6 @@ impl Latch {
         }
     }
 
-    /// Whether the latch is set.
-    #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
-    pub fn is_set(&self) -> bool {
-        self.state.lock().set
-    }
-
     /// Block the calling thread until the latch is set.
     pub fn wait(&self) {
         let mut st = self.state.lock();
