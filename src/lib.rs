@@ -18,8 +18,12 @@
 //! # Ok(()) }
 //! ```
 //!
-//! In async code, open with [`Store::open_async`]: nothing in the API blocks an executor
-//! thread except the `*_blocking` forms and [`BlockingSession`] / [`BlockingAdvancedSession`].
+//! In async code, open with [`Store::open_async`] (or [`StoreBuilder::open_async`]) and make
+//! Advanced sessions with [`Store::advanced_session_async`]: requests, closing and dropping
+//! never block an executor thread. What blocks is named for it or documented so: `Store::open`
+//! and the other synchronous openers, `Store::advanced_session` (one short read unless the
+//! store claimed the structure tables), `structure_status`, the `*_blocking` forms and
+//! [`BlockingSession`] / [`BlockingAdvancedSession`].
 //! Advanced sessions (turns, branches and per-turn usage, in the SDK's structure tables) come
 //! from a store opened with [`StoreBuilder::create_structure_tables`]; see
 //! [`AdvancedSqliteSession`].

@@ -70,7 +70,7 @@ pub enum Op {
     /// Delete up to `max` sessions whose session row was last updated before `idle_before`
     /// (`YYYY-MM-DD HH:MM:SS`, UTC, compared as SQLite compares its timestamps), in session-id
     /// order, and answer them as [`Outcome::Sessions`] (as they were). With `dry_run`, delete
-    /// nothing (a read). Where Advanced structure tables exist, each session goes as an
+    /// nothing (a read). Where the table pair owns Advanced structure tables, each session goes as an
     /// Advanced clear would take it (structure and usage rows too; its clear generation is
     /// bumped and its branch reservations kept, so I11 and I12 hold).
     PruneSessions {

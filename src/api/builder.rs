@@ -48,8 +48,26 @@ impl std::fmt::Debug for Database {
     }
 }
 
-/// A URL with its password (if any) replaced by `***`, for messages and logs.
+/// A URL with its password (in the user info, or a `password=` query parameter) replaced by
+/// `***`, for messages and logs.
 pub(crate) fn redact(url: &str) -> String {
+    let url = redact_userinfo(url);
+    match url.split_once('?') {
+        Some((base, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => kv.to_owned(),
+                })
+                .collect();
+            format!("{base}?{}", query.join("&"))
+        }
+        None => url,
+    }
+}
+
+fn redact_userinfo(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
@@ -148,9 +166,11 @@ impl Store {
     }
 }
 
-/// Settings for [`Store`]. Connection-level ones (durability, readers, busy timeout, queue
-/// bounds) are fixed by the first opener of a database in the process; later openers must ask
-/// for the same ones. Every value is validated by `open`, before any thread starts.
+/// Settings for [`Store`]. Connection-level ones are fixed by the first opener of a database in
+/// the process: a later opener asking for another durability, reader count or busy timeout is
+/// refused with [`Error::InvalidArgument`]; its `batch_max`, `queue_cap` and `queue_bytes` are
+/// not used (the running pool's apply). Every value is validated by `open`, before any thread
+/// starts.
 ///
 /// ```
 /// # fn main() -> agent_sessions::Result<()> {
@@ -373,6 +393,10 @@ mod tests {
         assert_eq!(
             redact("postgres://host/db?x=a:b@c"),
             "postgres://host/db?x=a:b@c"
+        );
+        assert_eq!(
+            redact("postgres://h/db?sslmode=require&password=s3cret"),
+            "postgres://h/db?sslmode=require&password=***"
         );
         let d = Database::from("postgresql://u:pw@h/db");
         assert!(!format!("{d:?}").contains("pw"));

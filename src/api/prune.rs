@@ -44,9 +44,7 @@ impl Store {
         let mut pruned = Vec::new();
         loop {
             let batch = sessions(self.execute(prune_op(idle_before, dry_run)).await?)?;
-            let more = !dry_run && batch.len() as u64 == PRUNE_BATCH;
-            pruned.extend(batch);
-            if !more {
+            if !more(&mut pruned, batch, dry_run)? {
                 return Ok(pruned);
             }
         }
@@ -61,13 +59,31 @@ impl Store {
         let mut pruned = Vec::new();
         loop {
             let batch = sessions(self.execute_blocking(prune_op(idle_before, dry_run))?)?;
-            let more = !dry_run && batch.len() as u64 == PRUNE_BATCH;
-            pruned.extend(batch);
-            if !more {
+            if !more(&mut pruned, batch, dry_run)? {
                 return Ok(pruned);
             }
         }
     }
+}
+
+/// Add a batch to what was pruned; whether another batch may follow. A session listed twice
+/// means a batch deleted nothing (a row another program wrote that no delete matches): stop
+/// with an error rather than loop.
+fn more(pruned: &mut Vec<SessionInfo>, batch: Vec<SessionInfo>, dry_run: bool) -> Result<bool> {
+    let full = !dry_run && batch.len() as u64 == PRUNE_BATCH;
+    if let Some(again) = batch
+        .iter()
+        .find(|b| pruned.iter().any(|p| p.session_id == b.session_id))
+    {
+        return Err(Error::Internal(format!(
+            "prune: session {:?} was listed again after its batch was deleted; stopped after \
+             {} session(s)",
+            again.session_id,
+            pruned.len()
+        )));
+    }
+    pruned.extend(batch);
+    Ok(full)
 }
 
 fn prune_op(idle_before: &str, dry_run: bool) -> Op {

@@ -156,8 +156,10 @@ impl Store {
     /// returns at once. Every later call through it fails with [`Error::Closed`]; other handles
     /// on the same database go on. The database's pool — threads and connections — goes away
     /// once its last handle is closed or dropped and the requests it accepted have been served;
-    /// that drain runs on a closer thread, never on the caller's (so closing or dropping a
-    /// store inside an async task blocks nothing). [`Store::wait_closed`] waits for it.
+    /// that drain runs on a closer thread, not on the caller's (so closing or dropping a store
+    /// inside an async task blocks nothing) — unless the operating system refuses to start a
+    /// thread, in which case the drain runs on the calling thread rather than not at all.
+    /// [`Store::wait_closed`] waits for it.
     pub fn close(&self) {
         self.backend.close();
     }
@@ -168,8 +170,9 @@ impl Store {
     }
 
     /// Wait until the pool behind this handle has fully shut down: every accepted request
-    /// served, every connection closed, every thread joined. Returns once every handle on the
-    /// database is closed; use it for graceful shutdown and in tests.
+    /// served, every connection closed, every pool thread joined (the closer thread that did
+    /// it exits right after). Returns only once *every* handle on the database is closed; use
+    /// it for graceful shutdown and in tests.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]

@@ -44,15 +44,24 @@ fn weight(op: &Op) -> usize {
             _ => 0,
         }
     }
+    use agent_sessions_model::AdvancedOp as A;
     let items = match op {
-        Op::AddItems { items, .. } => items.as_slice(),
+        Op::AddItems { items, .. } | Op::ReplaceItems { items, .. } => items.as_slice(),
         Op::Advanced {
-            op: agent_sessions_model::AdvancedOp::AddItems { items },
+            op: A::AddItems { items } | A::ReplaceItems { items },
             ..
         } => items.as_slice(),
         _ => &[],
     };
-    64 + op.session().map_or(0, str::len) + items.iter().map(value).sum::<usize>()
+    let imported = match op {
+        Op::Import(dump) => dump
+            .messages
+            .iter()
+            .map(|m| 16 + m.message_data.len() + m.created_at.len())
+            .sum(),
+        _ => 0,
+    };
+    64 + op.session().map_or(0, str::len) + imported + items.iter().map(value).sum::<usize>()
 }
 
 pub(crate) struct QueueState<C> {
@@ -136,7 +145,10 @@ impl<C> Queue<C> {
         }
         let bytes = req.as_ref().map_or(0, |r| r.bytes);
         if !st.fits(bytes, self.cap, self.byte_cap) {
-            st.space_waiters.push(cx.waker().clone());
+            // A task polled again (e.g. in a `select!` loop) must not pile up copies.
+            if !st.space_waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                st.space_waiters.push(cx.waker().clone());
+            }
             return Poll::Pending;
         }
         if let Some(req) = req.take() {

@@ -111,7 +111,8 @@ impl Tables {
             idle_sessions: format!(
                 "SELECT s.session_id, s.created_at, s.updated_at, \
                  (SELECT COUNT(*) FROM {mt} m WHERE m.session_id = s.session_id) \
-                 FROM {st} s WHERE s.updated_at < ?1 ORDER BY s.session_id LIMIT ?2"
+                 FROM {st} s WHERE s.updated_at < ?1 AND typeof(s.session_id) = 'text' \
+                 ORDER BY s.session_id LIMIT ?2"
             ),
             list_sessions: format!(
                 "SELECT s.session_id, s.created_at, s.updated_at, \
@@ -124,7 +125,8 @@ impl Tables {
             ),
             import_session: format!(
                 "INSERT OR IGNORE INTO {st} (session_id, created_at, updated_at) \
-                 VALUES (?1, COALESCE(?2, CURRENT_TIMESTAMP), COALESCE(?3, CURRENT_TIMESTAMP))"
+                 VALUES (?1, COALESCE(NULLIF(?2, ''), CURRENT_TIMESTAMP), \
+                 COALESCE(NULLIF(?3, ''), CURRENT_TIMESTAMP))"
             ),
             import_message: format!(
                 "INSERT INTO {mt} (session_id, message_data, created_at) \
