@@ -52,7 +52,7 @@ if [[ " $passes " == *" loom "* ]] && [ ${#protocol[@]} -gt 0 ]; then
   echo "==> loom pass over the protocol file(s)"
   RUSTFLAGS="--cfg agent_sessions_loom" LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-2}" \
     cargo mutants --no-shuffle -j 1 --output "$out/loom" "${protocol[@]}" \
-    --package agent-sessions --test-package loom-tests --profile release || true
+    --test-workspace=false --test-package loom-tests --profile release || true
 fi
 
 echo "==> summary (a mutant is caught when either pass caught it)"

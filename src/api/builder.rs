@@ -379,7 +379,8 @@ impl StoreBuilder {
     }
 }
 
-#[cfg(test)]
+// Not under `--cfg agent_sessions_loom`: these tests touch shim primitives outside a loom model.
+#[cfg(all(test, not(agent_sessions_loom)))]
 mod tests {
     use super::*;
 
