@@ -6,15 +6,14 @@
 #
 # Usage: scripts/mutants.sh [FILE ...]     e.g. scripts/mutants.sh src/protocol/reply.rs
 #   Without FILEs: every file of the library and the model.
-#   MUTANTS_PASSES="plain loom" (default) chooses the passes; PROPTEST_CASES (default 64) the
-#   property-test case count of the plain pass.
+#   PROPTEST_CASES (default 64) sets the property tests' case count.
 #
-# Two passes, because the protocol is checked by loom (built with --cfg agent_sessions_loom, in
-# which the SQLite-based suites cannot run) and everything else by the ordinary suites:
-#   1. the ordinary pass: the library's unit, integration and doc tests plus the property tests;
-#   2. the loom pass, for files under src/protocol/: the loom scenarios.
-# A mutant counts as caught if either pass catches it. Results: target/mutants/{plain,loom}/
-# (cargo-mutants' caught.txt, missed.txt, unviable.txt, timeout.txt), and a per-file summary.
+# The pass runs the library's unit, integration and doc tests plus the property tests. The loom
+# scenarios are not part of it yet: cargo-mutants always runs the mutated package's own tests,
+# which cannot run under `--cfg agent_sessions_loom`, so protocol mutants that only loom can
+# catch show up as missed here (the README lists the ones shown caught by hand). Results:
+# target/mutants/plain/ (cargo-mutants' caught.txt, missed.txt, unviable.txt, timeout.txt) and a
+# per-file summary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,37 +31,23 @@ for f in "${files[@]}"; do file_args+=(--file "$f"); done
 out=target/mutants
 mkdir -p "$out"
 
-passes="${MUTANTS_PASSES:-plain loom}"
-if [[ " $passes " == *" plain "* ]]; then
-  echo "==> ordinary pass over ${#files[@]} file(s)"
-  # The interop tests need the SDK's venv (scripts/test.sh makes it) and a Python per test:
-  # left to the ordinary test command.
-  PROPTEST_CASES="${PROPTEST_CASES:-64}" cargo mutants --no-shuffle -j 1 \
-    --output "$out/plain" "${file_args[@]}" \
-    --package agent-sessions --package agent-sessions-model \
-    --test-package agent-sessions --test-package agent-sessions-model --test-package proptests \
-    -- -- --skip interop || true
-fi
+echo "==> mutants of ${#files[@]} file(s)"
+# The interop tests need the SDK's venv (scripts/test.sh makes it) and a Python per test: left
+# to the ordinary test command.
+PROPTEST_CASES="${PROPTEST_CASES:-64}" cargo mutants --no-shuffle -j 1 \
+  --output "$out/plain" "${file_args[@]}" \
+  --package agent-sessions --package agent-sessions-model \
+  --test-package agent-sessions --test-package agent-sessions-model --test-package proptests \
+  -- -- --skip interop || true
 
-protocol=()
-for f in "${files[@]}"; do
-  case "$f" in src/protocol/*) protocol+=(--file "$f") ;; esac
-done
-if [[ " $passes " == *" loom "* ]] && [ ${#protocol[@]} -gt 0 ]; then
-  echo "==> loom pass over the protocol file(s)"
-  RUSTFLAGS="--cfg agent_sessions_loom" LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-2}" \
-    cargo mutants --no-shuffle -j 1 --output "$out/loom" "${protocol[@]}" \
-    --test-workspace=false --test-package loom-tests --profile release || true
-fi
-
-echo "==> summary (a mutant is caught when either pass caught it)"
+echo "==> summary"
 python3 - "$out" <<'EOF'
 import collections, os, sys
 out = sys.argv[1]
 def read(run, kind):
     p = os.path.join(out, run, "mutants.out", kind + ".txt")
     return set(open(p).read().splitlines()) if os.path.exists(p) else set()
-runs = [r for r in ("plain", "loom") if os.path.isdir(os.path.join(out, r, "mutants.out"))]
+runs = [r for r in ("plain",) if os.path.isdir(os.path.join(out, r, "mutants.out"))]
 caught = set().union(*(read(r, "caught") for r in runs))
 missed = set().union(*(read(r, "missed") for r in runs)) - caught
 unviable = set().union(*(read(r, "unviable") for r in runs)) - caught - missed
