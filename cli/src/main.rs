@@ -361,15 +361,7 @@ fn run(cli: Cli, db_given: bool) -> CliResult<ExitCode> {
             items,
             branch,
         } => {
-            let items = if items.is_empty() {
-                read_items(io::stdin().lock())?
-            } else {
-                items
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| parse_json(s, &format!("argument {}", i + 1)))
-                    .collect::<CliResult<Vec<Item>>>()?
-            };
+            let items = add_input(items)?;
             if mode.advanced {
                 advanced(&store, session, branch.as_deref())?.add_items(items)?;
             } else {
@@ -638,15 +630,7 @@ fn encrypted(
     runtime.block_on(async {
         match &cli.command {
             Command::Add { items, .. } => {
-                let items = if items.is_empty() {
-                    read_items(io::stdin().lock())?
-                } else {
-                    items
-                        .iter()
-                        .enumerate()
-                        .map(|(i, s)| parse_json(s, &format!("argument {}", i + 1)))
-                        .collect::<CliResult<Vec<Item>>>()?
-                };
+                let items = add_input(items)?;
                 session.add_items(items).await?;
             }
             Command::Items { limit, .. } => {
@@ -663,6 +647,18 @@ fn encrypted(
         }
         Ok(())
     })
+}
+
+/// The items of `add`: its JSON arguments, else one JSON item per stdin line; all validated
+/// before anything is written.
+fn add_input(args: &[String]) -> CliResult<Vec<Item>> {
+    if args.is_empty() {
+        return read_items(io::stdin().lock());
+    }
+    args.iter()
+        .enumerate()
+        .map(|(i, s)| parse_json(s, &format!("argument {}", i + 1)))
+        .collect()
 }
 
 fn read_items(input: impl BufRead) -> CliResult<Vec<Item>> {
