@@ -436,6 +436,11 @@ async fn close_returns_at_once_and_wait_closed_sees_accepted_writes_stored() {
     tokio::task::yield_now().await;
     store.close();
     store.wait_closed().await;
+    // Fully closed means the writer closed last: it checkpointed the WAL and removed it.
+    assert!(
+        !path.with_extension("db-wal").exists(),
+        "wait_closed returned before the pool had closed its connections"
+    );
     let mut acknowledged = 0;
     for p in pending {
         match p.await.unwrap() {
