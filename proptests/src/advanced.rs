@@ -370,20 +370,53 @@ pub fn compare_rows(path: &Path, model: &Model) -> Result<(), String> {
             "agent_messages: store {messages:?} != model {want:?}"
         ));
     }
-    let usage: Vec<(String, String, i64, i64, i64)> = db
-        .prepare("SELECT session_id, branch_id, user_turn_number, requests, total_tokens FROM turn_usage ORDER BY 1, 2, 3")
+    // Every column of turn_usage but its id and timestamp (the details as parsed JSON).
+    let details = |t: Option<String>| t.map(|t| decode(&t));
+    let usage: Vec<(String, String, i64, Usage)> = db
+        .prepare(
+            "SELECT session_id, branch_id, user_turn_number, requests, input_tokens, \
+             output_tokens, total_tokens, input_tokens_details, output_tokens_details \
+             FROM turn_usage ORDER BY 1, 2, 3",
+        )
         .map_err(q)?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                Usage {
+                    requests: r.get(3)?,
+                    input_tokens: r.get(4)?,
+                    output_tokens: r.get(5)?,
+                    total_tokens: r.get(6)?,
+                    input_tokens_details: details(r.get(7)?),
+                    output_tokens_details: details(r.get(8)?),
+                },
+            ))
+        })
         .map_err(q)?
         .collect::<rusqlite::Result<_>>()
         .map_err(q)?;
-    let want: Vec<_> = model
-        .usage_rows()
-        .into_iter()
-        .map(|(s, b, t, u)| (s, b, t, u.requests, u.total_tokens))
-        .collect();
+    let want = model.usage_rows();
     if usage != want {
         return Err(format!("turn_usage: store {usage:?} != model {want:?}"));
+    }
+    // The sessions table: the same session rows (timestamps are not modelled).
+    let sessions: Vec<String> = db
+        .prepare("SELECT session_id FROM agent_sessions ORDER BY session_id")
+        .map_err(q)?
+        .query_map([], |r| r.get(0))
+        .map_err(q)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(q)?;
+    let want: Vec<String> = match model.clone().apply(&Op::ListSessions) {
+        Ok(Outcome::Sessions(list)) => list.into_iter().map(|s| s.session_id).collect(),
+        other => return Err(format!("model ListSessions: {other:?}")),
+    };
+    if sessions != want {
+        return Err(format!(
+            "agent_sessions: store {sessions:?} != model {want:?}"
+        ));
     }
     for s in SESSIONS {
         let reserved: Vec<String> = db
