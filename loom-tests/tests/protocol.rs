@@ -487,7 +487,13 @@ fn loom_reply_sender_dropped_unsent_completes_with_closed() {
 /// returns nothing is open. (Verified by mutation: a `push` that checks for space before it
 /// checks for a closed queue accepts the blocked request into a closed queue once the close
 /// drains it — a request nobody will serve, which loom reports as a deadlock.)
-fn close_races_a_submitter_blocked_on_a_full_queue() {
+/// A private pool whose writer is held and whose queue (capacity 1) is full with one accepted
+/// write, `"accepted"`.
+fn held_full_queue() -> (
+    ModelEngine,
+    Arc<Handle<PathBuf, ModelEngine>>,
+    agent_sessions::hooks::reply::ReplyReceiver<Outcome>,
+) {
     let engine = ModelEngine::new();
     let pool = Pool::open(
         engine.clone(),
@@ -499,12 +505,13 @@ fn close_races_a_submitter_blocked_on_a_full_queue() {
     )
     .unwrap();
     pool.hold_writer(true);
-    let h = Arc::new(Handle::<PathBuf, _>::new(
-        Arc::new(pool),
-        Owner::Private,
-        (),
-    ));
+    let h = Arc::new(Handle::new(Arc::new(pool), Owner::Private, ()));
     let accepted = h.submit(add("s", json!("accepted"))).unwrap();
+    (engine, h, accepted)
+}
+
+fn close_races_a_submitter_blocked_on_a_full_queue() {
+    let (engine, h, accepted) = held_full_queue();
     let h2 = h.clone();
     let blocked = thread::spawn(move || h2.call_blocking(add("s", json!("blocked"))));
     h.close();
@@ -535,23 +542,7 @@ fn loom_close_races_a_submitter_blocked_on_a_full_queue() {
 fn cancelled_async_submitter_waiting_for_space() {
     use std::future::Future;
     use std::task::{Context, Poll, Waker};
-    let engine = ModelEngine::new();
-    let pool = Pool::open(
-        engine.clone(),
-        PoolConfig {
-            readers: 0,
-            queue_cap: 1,
-            ..PoolConfig::default()
-        },
-    )
-    .unwrap();
-    pool.hold_writer(true);
-    let h = Arc::new(Handle::<PathBuf, _>::new(
-        Arc::new(pool),
-        Owner::Private,
-        (),
-    ));
-    let accepted = h.submit(add("s", json!("accepted"))).unwrap();
+    let (engine, h, accepted) = held_full_queue();
     {
         let mut waiting = Box::pin(h.call(add("s", json!("cancelled"))));
         let polled = waiting

@@ -72,17 +72,10 @@ impl Store {
     /// # Ok(()) }
     /// ```
     pub fn advanced_session(&self, session_id: impl Into<String>) -> Result<AdvancedSqliteSession> {
-        if self.is_closed() {
-            return Err(Error::Closed);
-        }
-        if !self.structure_known() {
+        if !self.is_closed() && !self.structure_known() {
             self.structure_checked(self.structure_status()?)?;
         }
-        Ok(AdvancedSqliteSession::new(
-            self.clone(),
-            session_id.into(),
-            self.settings(),
-        ))
+        self.new_advanced(session_id.into())
     }
 
     /// [`Store::advanced_session`] without blocking: the ownership check (if any) is awaited.
@@ -90,15 +83,20 @@ impl Store {
         &self,
         session_id: impl Into<String>,
     ) -> Result<AdvancedSqliteSession> {
+        if !self.is_closed() && !self.structure_known() {
+            self.structure_checked(self.structure_status_async().await?)?;
+        }
+        self.new_advanced(session_id.into())
+    }
+
+    /// A new handle, once the structure tables are known to be this pair's.
+    fn new_advanced(&self, session_id: String) -> Result<AdvancedSqliteSession> {
         if self.is_closed() {
             return Err(Error::Closed);
         }
-        if !self.structure_known() {
-            self.structure_checked(self.structure_status_async().await?)?;
-        }
         Ok(AdvancedSqliteSession::new(
             self.clone(),
-            session_id.into(),
+            session_id,
             self.settings(),
         ))
     }

@@ -969,25 +969,6 @@ impl<S: Session + 'static> Session for EncryptedSession<S> {
     }
 }
 
-/// A boxed session is a session, so [`EncryptedSession`] can wrap a `Box<dyn Session>`.
-impl<T: Session + ?Sized> Session for Box<T> {
-    fn session_id(&self) -> &str {
-        (**self).session_id()
-    }
-    fn get_items(&self, limit: Option<i64>) -> BoxFuture<'_, Result<Vec<Item>>> {
-        (**self).get_items(limit)
-    }
-    fn add_items(&self, items: Vec<Item>) -> BoxFuture<'_, Result<()>> {
-        (**self).add_items(items)
-    }
-    fn pop_item(&self) -> BoxFuture<'_, Result<Option<Item>>> {
-        (**self).pop_item()
-    }
-    fn clear_session(&self) -> BoxFuture<'_, Result<()>> {
-        (**self).clear_session()
-    }
-}
-
 // Not under `--cfg agent_sessions_loom`: these tests touch shim primitives outside a loom model.
 #[cfg(all(test, not(agent_sessions_loom)))]
 mod tests {

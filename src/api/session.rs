@@ -34,6 +34,25 @@ pub trait Session: Send + Sync {
     fn clear_session(&self) -> BoxFuture<'_, Result<()>>;
 }
 
+/// A boxed session is a session, so a wrapper such as [`EncryptedSession`](crate::EncryptedSession) can hold a `Box<dyn Session>`.
+impl<T: Session + ?Sized> Session for Box<T> {
+    fn session_id(&self) -> &str {
+        (**self).session_id()
+    }
+    fn get_items(&self, limit: Option<i64>) -> BoxFuture<'_, Result<Vec<Item>>> {
+        (**self).get_items(limit)
+    }
+    fn add_items(&self, items: Vec<Item>) -> BoxFuture<'_, Result<()>> {
+        (**self).add_items(items)
+    }
+    fn pop_item(&self) -> BoxFuture<'_, Result<Option<Item>>> {
+        (**self).pop_item()
+    }
+    fn clear_session(&self) -> BoxFuture<'_, Result<()>> {
+        (**self).clear_session()
+    }
+}
+
 /// A basic session on a [`Store`] (the Python SDK's `SQLiteSession`). `Clone + Send + Sync`.
 ///
 /// ```
