@@ -61,6 +61,19 @@ pub enum Error {
         #[source]
         source: Option<Source>,
     },
+    /// Any other PostgreSQL failure (feature `postgres`), including a lost connection (no
+    /// SQLSTATE; [`ErrorKind::Io`]).
+    #[error("postgres error{}: {message}", code.as_deref().map(|c| format!(" (SQLSTATE {c})")).unwrap_or_default())]
+    #[non_exhaustive]
+    Postgres {
+        /// The server's SQLSTATE (e.g. `23505` for a unique violation), if it answered.
+        code: Option<String>,
+        /// What was being done, and the server's or the client's message.
+        message: String,
+        /// The driver's error.
+        #[source]
+        source: Option<Source>,
+    },
     /// An operating-system failure outside the database engine (threads, paths).
     #[error("i/o error: {0}")]
     Io(String),
@@ -163,6 +176,13 @@ impl Error {
                 Some(SQLITE_CORRUPT | SQLITE_NOTADB) => ErrorKind::Schema,
                 _ => ErrorKind::Database,
             },
+            Error::Postgres { code, .. } => match code.as_deref() {
+                None => ErrorKind::Io,
+                Some(c) if c.starts_with("08") => ErrorKind::Io,
+                Some("53100") => ErrorKind::Full,
+                Some("25006") => ErrorKind::ReadOnly,
+                Some(_) => ErrorKind::Database,
+            },
             Error::Io(_) => ErrorKind::Io,
             Error::Internal(_) => ErrorKind::Internal,
         }
@@ -190,6 +210,15 @@ impl Error {
                 source,
             },
             Error::Busy { message, source } => Error::Busy {
+                message: format!("{what}: {message}"),
+                source,
+            },
+            Error::Postgres {
+                code,
+                message,
+                source,
+            } => Error::Postgres {
+                code,
                 message: format!("{what}: {message}"),
                 source,
             },
@@ -228,6 +257,18 @@ impl PartialEq for Error {
                     ..
                 },
             ) => c1 == c2 && x1 == x2 && m1 == m2,
+            (
+                E::Postgres {
+                    code: c1,
+                    message: m1,
+                    ..
+                },
+                E::Postgres {
+                    code: c2,
+                    message: m2,
+                    ..
+                },
+            ) => c1 == c2 && m1 == m2,
             _ => false,
         }
     }
@@ -269,6 +310,36 @@ impl From<rusqlite::Error> for Error {
         Error::Sqlite {
             code: Some(primary),
             extended_code: Some(extended),
+            message,
+            source: Some(Source::new(e)),
+        }
+    }
+}
+
+/// Lock timeouts, deadlocks and serialization failures are [`Error::Busy`] (the transaction was
+/// rolled back: nothing of it was written); everything else keeps its SQLSTATE.
+#[cfg(feature = "postgres")]
+impl From<postgres::Error> for Error {
+    fn from(e: postgres::Error) -> Self {
+        let (code, message) = match e.as_db_error() {
+            Some(db) => {
+                let mut message = db.message().to_owned();
+                if let Some(detail) = db.detail() {
+                    message = format!("{message} ({detail})");
+                }
+                (Some(db.code().code().to_owned()), message)
+            }
+            None if e.is_closed() => (None, format!("the connection to the server is closed: {e}")),
+            None => (None, e.to_string()),
+        };
+        if matches!(code.as_deref(), Some("55P03" | "40P01" | "40001")) {
+            return Error::Busy {
+                message: format!("{message} (SQLSTATE {})", code.unwrap_or_default()),
+                source: Some(Source::new(e)),
+            };
+        }
+        Error::Postgres {
+            code,
             message,
             source: Some(Source::new(e)),
         }

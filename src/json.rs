@@ -98,6 +98,14 @@ pub fn to_python_json_unicode(value: &Value) -> String {
     out
 }
 
+/// Encodes `value` with `formatter` (e.g. [`PythonFormatter::compact`]).
+#[must_use]
+pub fn to_json_with(value: &Value, formatter: PythonFormatter) -> String {
+    let mut out = String::new();
+    append(&mut out, value, formatter);
+    out
+}
+
 /// Serializes `value` onto the end of `out` with `formatter`.
 fn append(out: &mut String, value: &Value, formatter: PythonFormatter) {
     // The serializer needs an `io::Write`; a `String`'s bytes are one (moved out and back, so no
@@ -129,6 +137,7 @@ fn append(out: &mut String, value: &Value, formatter: PythonFormatter) {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PythonFormatter {
     ensure_ascii: bool,
+    compact: bool,
 }
 
 impl PythonFormatter {
@@ -142,7 +151,31 @@ impl PythonFormatter {
     /// ```
     #[must_use]
     pub const fn new(ensure_ascii: bool) -> Self {
-        PythonFormatter { ensure_ascii }
+        PythonFormatter {
+            ensure_ascii,
+            compact: false,
+        }
+    }
+
+    /// The formatter of `json.dumps(obj, ensure_ascii=ensure_ascii, separators=(",", ":"))`,
+    /// what the SDK's `SQLAlchemySession` stores.
+    ///
+    /// ```
+    /// use agent_sessions::json::{to_json_with, PythonFormatter};
+    /// use serde_json::json;
+    ///
+    /// let v = json!({"role": "user", "content": "h\u{e9}llo", "n": [1, 2.5]});
+    /// assert_eq!(
+    ///     to_json_with(&v, PythonFormatter::compact(true)),
+    ///     r#"{"role":"user","content":"h\u00e9llo","n":[1,2.5]}"#
+    /// );
+    /// ```
+    #[must_use]
+    pub const fn compact(ensure_ascii: bool) -> Self {
+        PythonFormatter {
+            ensure_ascii,
+            compact: true,
+        }
     }
 
     /// Whether characters from DEL `0x7f` up are written as `\uXXXX` escapes.
@@ -173,7 +206,7 @@ impl Formatter for PythonFormatter {
         if first {
             Ok(())
         } else {
-            writer.write_all(b", ")
+            writer.write_all(if self.compact { b"," } else { b", " })
         }
     }
 
@@ -184,7 +217,7 @@ impl Formatter for PythonFormatter {
         if first {
             Ok(())
         } else {
-            writer.write_all(b", ")
+            writer.write_all(if self.compact { b"," } else { b", " })
         }
     }
 
@@ -192,7 +225,7 @@ impl Formatter for PythonFormatter {
     where
         W: ?Sized + io::Write,
     {
-        writer.write_all(b": ")
+        writer.write_all(if self.compact { b":" } else { b": " })
     }
 
     fn write_f64<W>(&mut self, writer: &mut W, value: f64) -> io::Result<()>

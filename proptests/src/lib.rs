@@ -13,6 +13,9 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 
 /// Cases per property: `PROPTEST_CASES` overrides the CI default given by each test.
+#[cfg(feature = "postgres")]
+pub mod pg;
+
 pub fn cases(ci_default: u32) -> u32 {
     std::env::var("PROPTEST_CASES")
         .ok()
@@ -261,7 +264,27 @@ impl Target for SqliteTarget {
     }
 
     fn group(&mut self, h: usize, ops: Vec<Op>) -> Vec<Result<Outcome, Error>> {
-        let store = &self.handles[h % self.handles.len()];
+        group_on(&self.handles[h % self.handles.len()], ops)
+    }
+
+    fn path(&self) -> Option<&std::path::Path> {
+        (!matches!(self.kind, Kind::Memory | Kind::MemoryUngrouped)).then_some(self.path.as_path())
+    }
+
+    fn reopen(&mut self) {
+        if !matches!(self.kind, Kind::Memory | Kind::MemoryUngrouped) {
+            for h in self.handles.drain(..) {
+                h.close();
+            }
+            self.open();
+        }
+    }
+}
+
+/// Submit `ops` through `store` as one group commit (asserted with the pool's statistics) and
+/// wait for every answer.
+pub fn group_on(store: &Store, ops: Vec<Op>) -> Vec<Result<Outcome, Error>> {
+    {
         // Poll each future once, in order, with the writer held: that queues every request
         // (FIFO) before the writer takes any, so the group is one group commit and the model
         // order is the submission order.
@@ -300,19 +323,6 @@ impl Target for SqliteTarget {
             .into_iter()
             .map(|r| r.expect("every request answered"))
             .collect()
-    }
-
-    fn path(&self) -> Option<&std::path::Path> {
-        (!matches!(self.kind, Kind::Memory | Kind::MemoryUngrouped)).then_some(self.path.as_path())
-    }
-
-    fn reopen(&mut self) {
-        if !matches!(self.kind, Kind::Memory | Kind::MemoryUngrouped) {
-            for h in self.handles.drain(..) {
-                h.close();
-            }
-            self.open();
-        }
     }
 }
 

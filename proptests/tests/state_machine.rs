@@ -82,3 +82,16 @@ fn negative_control_reordered_batches_are_caught() {
         "reorders a batch",
     );
 }
+
+/// The same state machine on PostgreSQL, two pools (two writers) on one schema.
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_store_matches_model() {
+    let steps = proptest::collection::vec(step(), 1..40);
+    let verdict = run_property(60, None, steps, |steps| {
+        check_sequence(&mut proptests::pg::PgTarget::new(), &steps)
+    });
+    if let Err(e) = verdict {
+        panic!("{e}");
+    }
+}

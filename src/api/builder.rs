@@ -240,9 +240,11 @@ impl StoreBuilder {
         self
     }
 
-    /// How hard each commit tries to survive a power loss (default [`Durability::Normal`]).
+    /// How hard each commit tries to survive a power loss. Default: [`Durability::Normal`] on
+    /// SQLite; [`Durability::Full`] on PostgreSQL, where `Normal` (`synchronous_commit = off`)
+    /// is an opt-in.
     pub fn durability(mut self, d: Durability) -> Self {
-        self.options.durability = d;
+        self.options.durability = Some(d);
         self
     }
 
@@ -262,6 +264,14 @@ impl StoreBuilder {
     /// Messages table name: a plain identifier or a double-quoted one.
     pub fn messages_table(mut self, name: impl Into<String>) -> Self {
         self.options.messages_table = name.into();
+        self
+    }
+
+    /// PostgreSQL: write item JSON with every non-ASCII character escaped (`\uXXXX`), as the
+    /// SDK's `SQLAlchemySession(ensure_ascii=True)` does; default `true`. SQLite always
+    /// escapes, as the SDK's `SQLiteSession` does.
+    pub fn ensure_ascii(mut self, yes: bool) -> Self {
+        self.options.ensure_ascii = yes;
         self
     }
 
@@ -346,6 +356,11 @@ impl StoreBuilder {
         let (backend, tables) = match &self.db {
             Database::File(path) => sqlite::open_file(path, &self.options)?,
             Database::Memory => sqlite::open_memory(&self.options)?,
+            #[cfg(feature = "postgres")]
+            Database::Postgres(url) => {
+                crate::engine::postgres::open(url, redact(url), &self.options)?
+            }
+            #[cfg(not(feature = "postgres"))]
             Database::Postgres(url) => {
                 return Err(Error::InvalidArgument(format!(
                     "{} names a PostgreSQL server, but this build of agent-sessions has no \
@@ -423,6 +438,7 @@ mod tests {
             }
         }
         assert!(!path.exists(), "a rejected builder created the file");
+        #[cfg(not(feature = "postgres"))]
         assert!(matches!(
             Store::open("postgres://localhost/x"),
             Err(Error::InvalidArgument(m)) if m.contains("postgres")

@@ -4,17 +4,22 @@
 //!
 //! - [`sqlite`]: SQLite files, byte-compatible with the Python SDK's `SQLiteSession` and
 //!   `AdvancedSQLiteSession` (SPEC §5).
+//! - `postgres` (feature `postgres`): PostgreSQL servers, sharing the basic tables with the
+//!   SDK's `SQLAlchemySession`, for several hosts on one database.
 //! - `model` (feature `test-hooks`): the reference model behind the same traits, for loom and
 //!   tests.
 //!
 //! What every SQL engine shares is written once, above the engines: [`advanced`], the Advanced
 //! session rules over row-level primitives each engine implements, and [`limit`], the `limit`
-//! rules of `get_items`.
+//! rules of `get_items`, and [`ident`], the validation of table names.
 
 pub(crate) mod advanced;
+pub(crate) mod ident;
 pub(crate) mod limit;
 #[cfg(feature = "test-hooks")]
 pub mod model;
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres;
 pub(crate) mod sqlite;
 
 /// How hard a commit tries to survive a power loss. Every engine maps it to its own setting
@@ -31,16 +36,25 @@ pub enum Durability {
     Full,
 }
 
+/// An opened database: its backend and the validated table names as written in SQL.
+pub(crate) type Opened = (
+    crate::protocol::sync::Arc<Box<dyn crate::protocol::handle::Backend>>,
+    (String, String),
+);
+
 /// Everything an engine needs to open a database, validated by the builder.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct OpenOptions {
-    pub(crate) durability: Durability,
+    /// `None`: the engine's default (SQLite `Normal`, PostgreSQL `Full`).
+    pub(crate) durability: Option<Durability>,
     pub(crate) busy_timeout: std::time::Duration,
     pub(crate) pool: crate::protocol::pool::PoolConfig,
     pub(crate) sessions_table: String,
     pub(crate) messages_table: String,
     /// Create and claim the Advanced structure tables at open.
     pub(crate) structure: bool,
+    /// PostgreSQL: item JSON with non-ASCII escaped (the SDK's `ensure_ascii`, default on).
+    pub(crate) ensure_ascii: bool,
     /// Test hook: cap the database at this many pages, so writes meet a full database.
     pub(crate) max_page_count: Option<u32>,
 }
@@ -48,12 +62,13 @@ pub(crate) struct OpenOptions {
 impl Default for OpenOptions {
     fn default() -> Self {
         OpenOptions {
-            durability: Durability::Normal,
+            durability: None,
             busy_timeout: std::time::Duration::from_secs(5),
             pool: crate::protocol::pool::PoolConfig::default(),
             sessions_table: "agent_sessions".into(),
             messages_table: "agent_messages".into(),
             structure: false,
+            ensure_ascii: true,
             max_page_count: None,
         }
     }

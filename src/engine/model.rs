@@ -143,7 +143,7 @@ fn injected(op: &Op) -> Option<&'static str> {
 impl Connection for ModelConn {
     type Ctx = ();
 
-    fn begin(&mut self) -> Result<()> {
+    fn begin(&mut self, _: &mut dyn Iterator<Item = (&(), &Op)>) -> Result<()> {
         let _u = self.probe.enter();
         assert!(self.tx.is_none(), "BEGIN inside a transaction");
         self.tx = Some(self.db.lock().clone());

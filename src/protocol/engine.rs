@@ -33,8 +33,10 @@ pub trait Engine: Send + Sync + 'static {
 pub trait Connection: Send + 'static {
     /// The engine's per-opener context.
     type Ctx;
-    /// Start the batch's write transaction (`BEGIN IMMEDIATE`).
-    fn begin(&mut self) -> Result<()>;
+    /// Start the batch's write transaction (`BEGIN IMMEDIATE` on SQLite). `batch` lists the
+    /// requests the transaction will run, so an engine that locks per session (PostgreSQL,
+    /// where several hosts write) can take every lock up front, in one global order.
+    fn begin(&mut self, batch: &mut dyn Iterator<Item = (&Self::Ctx, &Op)>) -> Result<()>;
     /// Mark the start of one request inside the batch.
     fn savepoint(&mut self) -> Result<()>;
     /// Keep the work since the last savepoint.

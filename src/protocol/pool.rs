@@ -352,7 +352,7 @@ fn run_batch<C: Connection>(
     results: &mut Vec<Result<Outcome>>,
     faults: Faults,
 ) {
-    if let Err(e) = conn.begin() {
+    if let Err(e) = conn.begin(&mut batch.iter().map(|r| (&*r.ctx, &r.op))) {
         if e.is_retryable() {
             trace::event!(warn, requests = batch.len(), error = %e, "busy: write lock not obtained");
         }
@@ -368,7 +368,7 @@ fn run_batch<C: Connection>(
                 for earlier in results.iter_mut().filter(|r| r.is_ok()) {
                     *earlier = Err(cause.clone());
                 }
-                if let Err(e) = conn.begin() {
+                if let Err(e) = conn.begin(&mut batch.iter().map(|r| (&*r.ctx, &r.op))) {
                     results.push(result);
                     let n = batch.len() - results.len();
                     results.extend(std::iter::repeat_n(Err(e), n));

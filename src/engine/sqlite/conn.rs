@@ -155,7 +155,7 @@ impl SqliteConn {
 impl Connection for SqliteConn {
     type Ctx = Tables;
 
-    fn begin(&mut self) -> Result<()> {
+    fn begin(&mut self, _: &mut dyn Iterator<Item = (&Tables, &Op)>) -> Result<()> {
         self.run(sql::BEGIN_WRITE)
     }
 

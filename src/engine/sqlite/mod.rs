@@ -9,12 +9,11 @@
 //!   - [`rows`]: the Advanced row primitives under the engine-neutral rules of
 //!     [`crate::engine::advanced`] (SPEC §5.3);
 //!   - [`schema`]: creating the tables and claiming the structure tables.
-//! - [`sql`]: every SQL text of the engine, built over validated [`ident`]s; [`value`]: lenient
+//! - [`sql`]: every SQL text of the engine, built over validated [`Ident`](crate::engine::ident::Ident)s; [`value`]: lenient
 //!   column readers.
 
 mod basic;
 mod conn;
-mod ident;
 mod open;
 mod rows;
 mod schema;

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use super::conn::{ConnOptions, SqliteEngine};
 use super::sql::Tables;
-use crate::engine::OpenOptions;
+use crate::engine::{Durability, OpenOptions, Opened};
 use crate::error::{Error, Result};
-use crate::protocol::handle::{Backend, Handle, Owner};
+use crate::protocol::handle::{Handle, Owner};
 use crate::protocol::pool::{Pool, PoolConfig};
 use crate::protocol::registry::Registry;
 use crate::protocol::sync::{Arc, OnceLock};
@@ -20,12 +20,9 @@ fn registry() -> &'static Arc<Registry<PathBuf, SqliteEngine>> {
     REGISTRY.get_or_init(|| Arc::new(Registry::new()))
 }
 
-/// An opened database: its backend and the validated table names as written in SQL.
-pub(crate) type Opened = (Arc<Box<dyn Backend>>, (String, String));
-
 fn conn_options(o: &OpenOptions) -> ConnOptions {
     ConnOptions {
-        durability: o.durability,
+        durability: o.durability.unwrap_or(Durability::Normal),
         busy_timeout: o.busy_timeout,
         max_page_count: o.max_page_count,
     }

@@ -5,9 +5,9 @@
 use agent_sessions_model::StructureStatus;
 use rusqlite::{Connection, OptionalExtension};
 
-use super::ident::Ident;
 use super::sql::{Tables, FOREIGN_KEYS, GENERATIONS_DDL, INDEX_DDL, RESERVATIONS_DDL, TABLE_NAME};
 use super::value::text_of;
+use crate::engine::ident::Ident;
 use crate::error::{Context, Error, Result};
 
 /// Create the base tables if missing; with `structure`, also create and claim the structure

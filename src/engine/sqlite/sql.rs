@@ -4,7 +4,7 @@
 //! once per opener so each connection's statement cache (`prepare_cached`) keys on them.
 //! Nothing here is built from user text: only validated [`Ident`]s are spliced in.
 
-use super::ident::Ident;
+use crate::engine::ident::Ident;
 use crate::error::{Error, Result};
 
 // ------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-//! Table names. They are validated once, when a store is opened, and only validated names are
-//! ever spliced into SQL (SPEC §5.1); user data always goes through bound parameters.
+//! Table names, for every engine. They are validated once, when a store is opened, and only
+//! validated names are ever spliced into SQL (SPEC §5.1); user data always goes through bound
+//! parameters.
 
 use crate::error::{Error, Result};
 
@@ -73,6 +74,14 @@ impl Ident {
         &self.name
     }
 
+    /// The name always double-quoted (inner quotes doubled), so case is kept: how SQLAlchemy
+    /// names a table on PostgreSQL whenever the name is not all lowercase (and the same table
+    /// when it is).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn always_quoted(&self) -> String {
+        format!("\"{}\"", self.name.replace('"', "\"\""))
+    }
+
     /// `idx_{name}_session_id`, quoted the same way as the table (Python's index name for plain
     /// names).
     pub(crate) fn index_name(&self) -> String {
@@ -98,6 +107,11 @@ mod tests {
         let q = Ident::parse("\"my \"\"odd\"\" table\"", "t").unwrap();
         assert_eq!(q.name(), "my \"odd\" table");
         assert_eq!(q.index_name(), "\"idx_my \"\"odd\"\" table_session_id\"");
+        assert_eq!(q.always_quoted(), q.sql());
+        assert_eq!(
+            Ident::parse("Agent", "t").unwrap().always_quoted(),
+            "\"Agent\""
+        );
     }
 
     #[test]

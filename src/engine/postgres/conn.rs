@@ -1,0 +1,434 @@
+//! The PostgreSQL [`Engine`]: one client per pool thread (I1), the lock protocol of a group,
+//! reconnection, and the settling of a COMMIT whose answer was lost.
+//!
+//! A group (one transaction, a savepoint per request, replies after COMMIT — the pool's
+//! protocol) runs under READ COMMITTED and first takes one transaction-scoped advisory lock per
+//! session it writes, in ascending key order: two of our hosts can then never deadlock on their
+//! groups, and each session has one writing transaction at a time among our writers (I5 per
+//! session). Each write also takes the session row's lock the SDK's writers take, so Python and
+//! Rust writers of one session serialise too. A lock not granted within the busy timeout
+//! (`lock_timeout`) fails the group with [`Error::Busy`].
+//!
+//! Exactly once across a lost connection: the group's transaction id is read when it begins. If
+//! the connection drops during COMMIT, the engine reconnects and asks `pg_xact_status`: success
+//! is reported only for `committed`; `aborted` is a retryable error (nothing was written), and a
+//! server that cannot be asked in time gives an error saying the outcome is unknown — never a
+//! silent duplicate or a silent loss. A connection lost at any other point rolls the group back
+//! (the server aborts it); the next group reconnects.
+
+use std::time::{Duration, Instant};
+
+use agent_sessions_model::{AdvancedOp, HandleView, Op, Outcome, StructureStatus};
+use postgres::{NoTls, SimpleQueryMessage};
+
+use super::db::Db;
+use super::rows::PgRows;
+use super::sql::{self, Tables};
+use super::{basic, schema};
+use crate::engine::{advanced, Durability};
+use crate::error::{Context, Error, Result};
+use crate::protocol::engine::{Connection, Engine, Role};
+use crate::protocol::sync::thread;
+
+/// Settings fixed for a server URL by its first opener in the process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct PgOptions {
+    pub(crate) durability: Durability,
+    /// `lock_timeout`: how long a write waits for another writer's lock.
+    pub(crate) lock_timeout: Duration,
+    /// `json.dumps(..., ensure_ascii=...)` of the items written.
+    pub(crate) ensure_ascii: bool,
+}
+
+/// How long a connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long to keep asking the server for the outcome of a COMMIT whose answer was lost.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The 64-bit FNV-1a hash of `parts` (each followed by a NUL byte), as an advisory-lock key.
+/// Stable across hosts, processes and versions: every host must compute the same key.
+pub(crate) fn lock_key(parts: &[&str]) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in part.bytes().chain(std::iter::once(0)) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h as i64
+}
+
+/// Opens connections to one server URL.
+pub(crate) struct PgEngine {
+    config: postgres::Config,
+    /// The URL with its password redacted, for messages.
+    pub(crate) what: String,
+    pub(crate) options: PgOptions,
+}
+
+impl PgEngine {
+    pub(crate) fn new(mut config: postgres::Config, what: String, options: PgOptions) -> Self {
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        config.application_name("agent-sessions");
+        PgEngine {
+            config,
+            what,
+            options,
+        }
+    }
+
+    fn connect(&self, role: Role) -> Result<(Db, String)> {
+        let client = self
+            .config
+            .connect(NoTls)
+            .map_err(|e| Error::from(e).within(format!("connecting to {}", self.what)))?;
+        let mut db = Db::new(client);
+        let settings = self.settings(role);
+        db.run(&settings)
+            .context(format!("configuring a connection to {}", self.what))?;
+        let row = db
+            .client
+            .query_one(sql::CURRENT_SCHEMA, &[])
+            .map_err(Error::from)?;
+        let schema: Option<String> = super::db::get(&row, 0)?;
+        let version: i32 = db
+            .client
+            .query_one("SELECT current_setting('server_version_num')::int4", &[])
+            .map_err(Error::from)
+            .and_then(|r| super::db::get(&r, 0))?;
+        if version < 130_000 {
+            return Err(Error::Schema(format!(
+                "{} runs PostgreSQL {version}; agent-sessions needs 13 or later \
+                 (pg_xact_status settles a COMMIT whose answer was lost)",
+                self.what
+            )));
+        }
+        let schema = schema.ok_or_else(|| {
+            Error::Schema(format!(
+                "{}: no schema on the search_path exists (current_schema() is NULL)",
+                self.what
+            ))
+        })?;
+        Ok((db, schema))
+    }
+
+    /// Session settings: ours only, as every transaction on these connections is ours. The
+    /// values are numbers and keywords from validated options, never user text.
+    fn settings(&self, role: Role) -> String {
+        let ms = self
+            .options
+            .lock_timeout
+            .as_millis()
+            .clamp(1, i32::MAX as u128);
+        let sync = match self.options.durability {
+            Durability::Full => "on",
+            // Normal: a server crash may lose the last commits, never consistency.
+            _ => "off",
+        };
+        match role {
+            Role::Writer => format!("SET lock_timeout = {ms}; SET synchronous_commit = {sync}"),
+            Role::Reader(_) => format!("SET lock_timeout = {ms}"),
+        }
+    }
+}
+
+impl Engine for PgEngine {
+    type Ctx = Tables;
+    type Conn = PgConn;
+
+    fn open(&self, role: Role) -> Result<PgConn> {
+        let (db, schema) = self.connect(role)?;
+        Ok(PgConn {
+            engine: PgEngine {
+                config: self.config.clone(),
+                what: self.what.clone(),
+                options: self.options.clone(),
+            },
+            role,
+            db: Some(db),
+            schema,
+            in_tx: false,
+            xid: None,
+        })
+    }
+}
+
+/// One client, owned by one pool thread; reconnects when its connection was lost.
+pub(crate) struct PgConn {
+    engine: PgEngine,
+    role: Role,
+    /// `None` once the connection was lost (the next group or read reconnects).
+    db: Option<Db>,
+    schema: String,
+    in_tx: bool,
+    /// The open group's transaction id (`pg_current_xact_id`), to settle a lost COMMIT.
+    xid: Option<String>,
+}
+
+/// Whether `e` says the server ended the connection (besides the client noticing it closed):
+/// connection exceptions (class 08) and the server's shutdown and termination (57P0x).
+fn lost(e: &Error) -> bool {
+    matches!(e, Error::Postgres { code: Some(c), .. } if c.starts_with("08") || c.starts_with("57P0"))
+}
+
+impl PgConn {
+    fn db(&mut self) -> Result<&mut Db> {
+        if self.db.as_ref().is_none_or(|db| db.client.is_closed()) {
+            self.db = None;
+            let (db, schema) = self.engine.connect(self.role)?;
+            crate::trace::event!(info, "reconnected to the PostgreSQL server");
+            self.schema = schema;
+            self.db = Some(db);
+        }
+        Ok(self.db.as_mut().expect("connected above"))
+    }
+
+    /// Run `f` on the connection; a lost connection is dropped (and its transaction with it).
+    fn with<T>(&mut self, f: impl FnOnce(&mut Db, &str) -> Result<T>) -> Result<T> {
+        let schema = self.schema.clone();
+        let result = f(self.db()?, &schema);
+        if let Err(e) = &result {
+            if lost(e) || self.db.as_ref().is_some_and(|db| db.client.is_closed()) {
+                self.db = None;
+                self.in_tx = false;
+            }
+        }
+        result
+    }
+
+    /// BEGIN and read the transaction id, in one round trip.
+    fn begin_once(&mut self) -> Result<()> {
+        let batch = format!("{}; {}", sql::BEGIN_WRITE, sql::XACT_ID);
+        let messages = self.with(|db, _| Ok(db.client.simple_query(&batch)?))?;
+        self.in_tx = true;
+        self.xid = messages.iter().find_map(|m| match m {
+            SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        });
+        Ok(())
+    }
+
+    /// Ask the server whether the group whose COMMIT answer was lost committed.
+    fn settle(&mut self, commit_error: Error) -> Result<()> {
+        let Some(xid) = self.xid.take() else {
+            return Err(commit_error);
+        };
+        let deadline = Instant::now() + SETTLE_TIMEOUT;
+        loop {
+            let status = self.with(|db, _| {
+                let row = db.client.query_one(sql::XACT_STATUS, &[&xid])?;
+                super::db::get::<Option<String>>(&row, 0)
+            });
+            match status.as_ref().map(|s| s.as_deref()) {
+                Ok(Some("committed")) => {
+                    crate::trace::event!(warn, xid, "COMMIT answer lost; the server committed");
+                    return Ok(());
+                }
+                Ok(Some("aborted")) => {
+                    return Err(Error::Busy {
+                        message: format!(
+                            "the connection was lost during COMMIT and the server rolled the \
+                             group back (transaction {xid}): nothing of it was written; retry"
+                        ),
+                        source: None,
+                    })
+                }
+                // Still "in progress": the server has not noticed the lost connection yet.
+                _ if Instant::now() < deadline => thread::sleep(Duration::from_millis(100)),
+                _ => {
+                    return Err(Error::Postgres {
+                        code: None,
+                        message: format!(
+                            "the connection was lost during COMMIT and whether transaction \
+                             {xid} committed could not be learned in {SETTLE_TIMEOUT:?} \
+                             ({commit_error}); its writes may or may not be stored"
+                        ),
+                        source: None,
+                    })
+                }
+            }
+        }
+    }
+}
+
+impl Connection for PgConn {
+    type Ctx = Tables;
+
+    fn begin(&mut self, batch: &mut dyn Iterator<Item = (&Tables, &Op)>) -> Result<()> {
+        let mut keys: Vec<i64> = batch
+            .filter(|(_, op)| op.is_write())
+            .filter_map(|(t, op)| {
+                op.session()
+                    .map(|s| lock_key(&[&self.schema, &t.lock_scope, s]))
+            })
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        if let Err(e) = self.begin_once() {
+            // A connection that died while idle (a restarted server) is noticed only now:
+            // nothing has been done yet, so reconnect and begin once more.
+            if self.db.is_some() {
+                return Err(e);
+            }
+            self.begin_once()?;
+        }
+        if !keys.is_empty() {
+            self.with(|db, _| db.exec(sql::LOCK_KEYS, &[&keys]))?;
+        }
+        Ok(())
+    }
+
+    fn savepoint(&mut self) -> Result<()> {
+        self.with(|db, _| db.run(sql::SAVEPOINT))
+    }
+
+    fn release(&mut self) -> Result<()> {
+        self.with(|db, _| db.run(sql::RELEASE))
+    }
+
+    fn rollback_to(&mut self) -> Result<()> {
+        self.with(|db, _| db.run(&format!("{}; {}", sql::ROLLBACK_TO, sql::RELEASE)))
+    }
+
+    fn commit(&mut self) -> Result<()> {
+        let result = self.with(|db, _| db.run(sql::COMMIT));
+        let was_lost = self.db.is_none();
+        self.in_tx = false;
+        match result {
+            Ok(()) => {
+                self.xid = None;
+                Ok(())
+            }
+            Err(e) if was_lost => self.settle(e),
+            Err(e) => {
+                self.xid = None;
+                Err(e)
+            }
+        }
+    }
+
+    fn rollback(&mut self) {
+        if self.in_tx {
+            if let Some(db) = self.db.as_mut() {
+                if db.run(sql::ROLLBACK).is_err() {
+                    self.db = None;
+                }
+            }
+        }
+        self.in_tx = false;
+        self.xid = None;
+    }
+
+    fn in_transaction(&self) -> bool {
+        self.in_tx && self.db.is_some()
+    }
+
+    fn execute(&mut self, t: &Tables, op: &Op) -> Result<Outcome> {
+        let ascii = self.engine.options.ensure_ascii;
+        self.with(|db, schema| dispatch(db, t, schema, ascii, op))
+    }
+
+    fn read(&mut self, t: &Tables, op: &Op) -> Result<Outcome> {
+        let run = |db: &mut Db, schema: &str| -> Result<Outcome> {
+            db.run(sql::BEGIN_READ)?;
+            let result = dispatch(db, t, schema, true, op);
+            match (result, db.run(sql::COMMIT)) {
+                (Ok(outcome), Ok(())) => Ok(outcome),
+                (Err(e), _) => {
+                    let _ = db.run(sql::ROLLBACK);
+                    Err(e)
+                }
+                (Ok(_), Err(e)) => Err(e),
+            }
+        };
+        match self.with(run) {
+            // A read changes nothing: after a lost connection, reconnect and read once more.
+            Err(e) if self.db.is_none() => self.with(run).map_err(|_| e),
+            other => other,
+        }
+    }
+}
+
+/// PostgreSQL text cannot hold U+0000: a session id with one is refused up front with a clear
+/// error. (Item JSON never holds one — the encoder escapes it as `\u0000` — and any other text
+/// with one is refused by the server with SQLSTATE 22021, undoing the request.)
+fn check_session(op: &Op) -> Result<()> {
+    match op.session() {
+        Some(s) if s.contains('\0') => Err(Error::InvalidArgument(format!(
+            "session id {s:?} contains a NUL character, which PostgreSQL text cannot store"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Run one operation on `db`, inside whatever transaction the caller opened.
+fn dispatch(db: &mut Db, t: &Tables, schema: &str, ascii: bool, op: &Op) -> Result<Outcome> {
+    check_session(op)?;
+    let done = |r: Result<()>| r.map(|()| Outcome::Done);
+    match op {
+        Op::Init { structure } => done(schema::init(db, t, schema, *structure)),
+        Op::StructureStatus => Ok(Outcome::Structure(schema::structure_status(db, t)?)),
+        Op::Advanced { session, view, op } => {
+            advanced::execute(&mut PgRows { db, t }, session, view, op)
+        }
+        Op::AddItems { session, items } => done(basic::add_items(db, t, session, items, ascii)),
+        Op::GetItems { session, limit } => {
+            Ok(Outcome::Items(basic::get_items(db, t, session, *limit)?))
+        }
+        Op::PopItem { session } => Ok(Outcome::Popped(basic::pop_item(db, t, session)?)),
+        Op::ClearSession { session } => done(basic::clear_session(db, t, session)),
+        Op::ListSessions => Ok(Outcome::Sessions(basic::list_sessions(db, t)?)),
+        Op::PlantRaw { session, data } => done(basic::plant_raw(db, t, session, data)),
+        Op::Export { session } => Ok(Outcome::Dump(basic::export(db, t, session)?)),
+        Op::Import(dump) => done(basic::import(db, t, dump)),
+        Op::ReplaceItems { session, items } => {
+            basic::clear_session(db, t, session)?;
+            done(basic::add_items(db, t, session, items, ascii))
+        }
+        Op::PruneSessions {
+            idle_before,
+            dry_run,
+            max,
+        } => {
+            let idle = basic::idle_sessions(db, t, idle_before, *max)?;
+            if !dry_run {
+                let owned = schema::structure_status(db, t)? == StructureStatus::Owned;
+                for s in &idle {
+                    // Not known when the group began: locked now, in list order (a deadlock
+                    // with another host's group is detected by the server and is `Busy`).
+                    db.exec(
+                        sql::LOCK_KEYS,
+                        &[&vec![lock_key(&[schema, &t.lock_scope, &s.session_id])]],
+                    )?;
+                    if owned {
+                        advanced::execute(
+                            &mut PgRows { db, t },
+                            &s.session_id,
+                            &HandleView::main(),
+                            &AdvancedOp::Clear,
+                        )?;
+                    } else {
+                        basic::clear_session(db, t, &s.session_id)?;
+                    }
+                }
+            }
+            Ok(Outcome::Sessions(idle))
+        }
+        other => Err(crate::engine::unsupported(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_keys_are_stable_and_separate_their_parts() {
+        // Fixed values: hosts running different builds must agree on every key.
+        assert_eq!(lock_key(&[]), 0xcbf2_9ce4_8422_2325_u64 as i64);
+        assert_eq!(lock_key(&["a", "b"]), lock_key(&["a", "b"]));
+        assert_ne!(lock_key(&["ab", ""]), lock_key(&["a", "b"]));
+    }
+}
