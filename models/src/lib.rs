@@ -379,11 +379,25 @@ pub struct Model {
     last_id: i64,
     /// Structure, usage, reservation and generation rows of Advanced sessions.
     adv: advanced::AdvancedState,
+    /// Enforced foreign keys (PostgreSQL): deleting a message or a session row also deletes
+    /// the structure rows that reference it (and a session's usage rows with its row). SQLite,
+    /// like Python, leaves them behind.
+    foreign_keys: bool,
 }
 
 impl Model {
     pub fn new() -> Model {
         Model::default()
+    }
+
+    /// The model of an engine that enforces the tables' foreign keys (PostgreSQL): a basic pop
+    /// or clear of a session that also has Advanced rows takes the rows that referenced what
+    /// it deleted with it.
+    pub fn with_foreign_keys() -> Model {
+        Model {
+            foreign_keys: true,
+            ..Model::default()
+        }
     }
 
     /// Apply one operation and return its outcome. A failed operation changes nothing (I15).
@@ -454,6 +468,10 @@ impl Model {
             Op::ClearSession { session } => {
                 self.messages.retain(|m| &m.session != session);
                 self.sessions.remove(session);
+                if self.foreign_keys {
+                    self.adv.rows.retain(|r| &r.session_id != session);
+                    self.adv.usage.retain(|(s, _, _), _| s != session);
+                }
                 Ok(Outcome::Done)
             }
             Op::ListSessions => Ok(Outcome::Sessions(self.list_sessions())),
@@ -547,6 +565,9 @@ impl Model {
     fn pop(&mut self, session: &str) -> Option<Item> {
         while let Some(pos) = self.messages.iter().rposition(|m| m.session == session) {
             let m = self.messages.remove(pos);
+            if self.foreign_keys {
+                self.adv.rows.retain(|r| r.message_id != m.id);
+            }
             if let Some(item) = parse_item(&m.data) {
                 return Some(item);
             }

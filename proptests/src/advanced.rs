@@ -212,7 +212,7 @@ impl Run {
 /// Run `steps`; fail at the first outcome that differs from the model's, then compare rows.
 pub fn check_advanced(target: &mut dyn Target, steps: &[AStep]) -> Result<(), String> {
     let mut run = Run {
-        model: Model::new(),
+        model: target.model(),
         views: Views::default(),
         anchors: Vec::new(),
     };
@@ -272,6 +272,8 @@ pub fn check_advanced(target: &mut dyn Target, steps: &[AStep]) -> Result<(), St
     }
     if let Some(path) = target.path() {
         compare_rows(path, &run.model)?;
+    } else if let Some(rows) = target.rows() {
+        rows?.compare(&Rows::of_model(&run.model)?.renumbered())?;
     }
     Ok(())
 }
@@ -306,145 +308,202 @@ fn forget(op: Op) -> Op {
     }
 }
 
-/// Every row of every table equals the model's (timestamps aside; message text compared as
-/// parsed JSON, since the model keeps serde_json's text and the file Python's bytes).
-pub fn compare_rows(path: &Path, model: &Model) -> Result<(), String> {
-    let db = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(|e| e.to_string())?;
-    let q = |e: rusqlite::Error| e.to_string();
-    let structure: Vec<StructureRow> = db
-        .prepare(
-            "SELECT id, session_id, message_id, branch_id, message_type, sequence_number, \
-             user_turn_number, branch_turn_number, tool_name FROM message_structure ORDER BY id",
-        )
-        .map_err(q)?
-        .query_map([], |r| {
-            Ok(StructureRow {
-                id: r.get(0)?,
-                session_id: r.get(1)?,
-                message_id: r.get(2)?,
-                branch_id: r.get(3)?,
-                message_type: r.get(4)?,
-                sequence_number: r.get(5)?,
-                user_turn_number: r.get(6)?,
-                branch_turn_number: r.get(7)?,
-                tool_name: r.get(8)?,
-                created_at: String::new(),
-            })
+/// Every row of every table, as the property tests compare them: message data parsed (the model
+/// keeps `serde_json`'s text, engines Python's bytes), timestamps and row ids of `turn_usage`
+/// left out, reservations and generations of the generated sessions.
+#[derive(Debug, PartialEq)]
+pub struct Rows {
+    pub structure: Vec<StructureRow>,
+    pub messages: Vec<(i64, String, Value)>,
+    pub usage: Vec<(String, String, i64, Usage)>,
+    pub sessions: Vec<String>,
+    pub reservations: Vec<(String, Vec<String>)>,
+    pub generations: Vec<(String, Option<i64>)>,
+}
+
+/// Stored text as a value; text that is not JSON compares as itself.
+pub fn decode(t: &str) -> Value {
+    serde_json::from_str::<Value>(t).unwrap_or_else(|_| Value::String(format!("<raw>{t}")))
+}
+
+impl Rows {
+    pub fn of_model(model: &Model) -> Result<Rows, String> {
+        let sessions = match model.clone().apply(&Op::ListSessions) {
+            Ok(Outcome::Sessions(list)) => list.into_iter().map(|s| s.session_id).collect(),
+            other => return Err(format!("model ListSessions: {other:?}")),
+        };
+        Ok(Rows {
+            structure: model
+                .all_structure_rows()
+                .into_iter()
+                .map(|mut r| {
+                    r.created_at.clear();
+                    r
+                })
+                .collect(),
+            messages: model
+                .message_rows()
+                .into_iter()
+                .map(|(id, s, t)| (id, s, decode(&t)))
+                .collect(),
+            usage: model.usage_rows(),
+            sessions,
+            reservations: SESSIONS
+                .iter()
+                .map(|s| (s.to_string(), model.reserved_branches(s)))
+                .collect(),
+            generations: SESSIONS
+                .iter()
+                .map(|s| (s.to_string(), model.generation_row(s)))
+                .collect(),
         })
-        .map_err(q)?
-        .collect::<rusqlite::Result<_>>()
-        .map_err(q)?;
-    let want: Vec<StructureRow> = model
-        .all_structure_rows()
-        .into_iter()
-        .map(|mut r| {
-            r.created_at.clear();
-            r
-        })
-        .collect();
-    if structure != want {
-        return Err(format!(
-            "message_structure: store {structure:#?} != model {want:#?}"
-        ));
     }
-    let decode = |t: &str| {
-        serde_json::from_str::<Value>(t).unwrap_or_else(|_| Value::String(format!("<raw>{t}")))
-    };
-    let messages: Vec<(i64, String, Value)> = db
-        .prepare("SELECT id, session_id, message_data FROM agent_messages ORDER BY id")
-        .map_err(q)?
-        .query_map([], |r| {
-            Ok((r.get(0)?, r.get(1)?, decode(&r.get::<_, String>(2)?)))
-        })
-        .map_err(q)?
-        .collect::<rusqlite::Result<_>>()
-        .map_err(q)?;
-    let want: Vec<(i64, String, Value)> = model
-        .message_rows()
-        .into_iter()
-        .map(|(id, s, t)| (id, s, decode(&t)))
-        .collect();
-    if messages != want {
-        return Err(format!(
-            "agent_messages: store {messages:?} != model {want:?}"
-        ));
-    }
-    // Every column of turn_usage but its id and timestamp (the details as parsed JSON).
-    let details = |t: Option<String>| t.map(|t| decode(&t));
-    let usage: Vec<(String, String, i64, Usage)> = db
-        .prepare(
-            "SELECT session_id, branch_id, user_turn_number, requests, input_tokens, \
-             output_tokens, total_tokens, input_tokens_details, output_tokens_details \
-             FROM turn_usage ORDER BY 1, 2, 3",
-        )
-        .map_err(q)?
-        .query_map([], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                Usage {
-                    requests: r.get(3)?,
-                    input_tokens: r.get(4)?,
-                    output_tokens: r.get(5)?,
-                    total_tokens: r.get(6)?,
-                    input_tokens_details: details(r.get(7)?),
-                    output_tokens_details: details(r.get(8)?),
-                },
-            ))
-        })
-        .map_err(q)?
-        .collect::<rusqlite::Result<_>>()
-        .map_err(q)?;
-    let want = model.usage_rows();
-    if usage != want {
-        return Err(format!("turn_usage: store {usage:?} != model {want:?}"));
-    }
-    // The sessions table: the same session rows (timestamps are not modelled).
-    let sessions: Vec<String> = db
-        .prepare("SELECT session_id FROM agent_sessions ORDER BY session_id")
-        .map_err(q)?
-        .query_map([], |r| r.get(0))
-        .map_err(q)?
-        .collect::<rusqlite::Result<_>>()
-        .map_err(q)?;
-    let want: Vec<String> = match model.clone().apply(&Op::ListSessions) {
-        Ok(Outcome::Sessions(list)) => list.into_iter().map(|s| s.session_id).collect(),
-        other => return Err(format!("model ListSessions: {other:?}")),
-    };
-    if sessions != want {
-        return Err(format!(
-            "agent_sessions: store {sessions:?} != model {want:?}"
-        ));
-    }
-    for s in SESSIONS {
-        let reserved: Vec<String> = db
-            .prepare("SELECT branch_id FROM branch_reservations WHERE session_id = ?1 ORDER BY branch_id")
+
+    /// The rows of an SQLite file.
+    pub fn of_sqlite(path: &Path) -> Result<Rows, String> {
+        let db = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| e.to_string())?;
+        let q = |e: rusqlite::Error| e.to_string();
+        let structure = db
+            .prepare(STRUCTURE_ROWS)
             .map_err(q)?
-            .query_map([s], |r| r.get(0))
+            .query_map([], |r| {
+                Ok(StructureRow {
+                    id: r.get(0)?,
+                    session_id: r.get(1)?,
+                    message_id: r.get(2)?,
+                    branch_id: r.get(3)?,
+                    message_type: r.get(4)?,
+                    sequence_number: r.get(5)?,
+                    user_turn_number: r.get(6)?,
+                    branch_turn_number: r.get(7)?,
+                    tool_name: r.get(8)?,
+                    created_at: String::new(),
+                })
+            })
             .map_err(q)?
             .collect::<rusqlite::Result<_>>()
             .map_err(q)?;
-        if reserved != model.reserved_branches(s) {
-            return Err(format!(
-                "reservations of {s}: store {reserved:?} != model {:?}",
-                model.reserved_branches(s)
-            ));
+        let messages = db
+            .prepare(MESSAGE_ROWS)
+            .map_err(q)?
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, decode(&r.get::<_, String>(2)?)))
+            })
+            .map_err(q)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(q)?;
+        let details = |t: Option<String>| t.map(|t| decode(&t));
+        let usage = db
+            .prepare(USAGE_ROWS)
+            .map_err(q)?
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    Usage {
+                        requests: r.get(3)?,
+                        input_tokens: r.get(4)?,
+                        output_tokens: r.get(5)?,
+                        total_tokens: r.get(6)?,
+                        input_tokens_details: details(r.get(7)?),
+                        output_tokens_details: details(r.get(8)?),
+                    },
+                ))
+            })
+            .map_err(q)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(q)?;
+        let sessions = db
+            .prepare(SESSION_ROWS)
+            .map_err(q)?
+            .query_map([], |r| r.get(0))
+            .map_err(q)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(q)?;
+        let mut reservations = Vec::new();
+        let mut generations = Vec::new();
+        for s in SESSIONS {
+            let reserved = db
+                .prepare(&RESERVED_ROWS.replace("$1", "?1"))
+                .map_err(q)?
+                .query_map([s], |r| r.get(0))
+                .map_err(q)?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(q)?;
+            reservations.push((s.to_string(), reserved));
+            let generation = db
+                .query_row(&GENERATION_ROW.replace("$1", "?1"), [s], |r| r.get(0))
+                .ok();
+            generations.push((s.to_string(), generation));
         }
-        let generation: Option<i64> = db
-            .query_row(
-                "SELECT generation FROM session_clear_generations WHERE session_id = ?1",
-                [s],
-                |r| r.get(0),
-            )
-            .ok();
-        if generation != model.generation_row(s) {
-            return Err(format!(
-                "generation of {s}: store {generation:?} != model {:?}",
-                model.generation_row(s)
-            ));
-        }
+        Ok(Rows {
+            structure,
+            messages,
+            usage,
+            sessions,
+            reservations,
+            generations,
+        })
     }
-    Ok(())
+
+    /// Row ids replaced by their rank (and message references with them): for engines whose
+    /// id sequences skip values (PostgreSQL's are not rolled back with a transaction).
+    pub fn renumbered(mut self) -> Rows {
+        let rank: HashMap<i64, i64> = self
+            .messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.0, i as i64 + 1))
+            .collect();
+        for m in &mut self.messages {
+            m.0 = rank[&m.0];
+        }
+        for (i, r) in self.structure.iter_mut().enumerate() {
+            r.id = i as i64 + 1;
+            r.message_id = rank.get(&r.message_id).copied().unwrap_or(-r.message_id);
+        }
+        self
+    }
+
+    /// The first table whose rows differ, with both sides.
+    pub fn compare(&self, model: &Rows) -> Result<(), String> {
+        macro_rules! same {
+            ($field:ident, $what:expr) => {
+                if self.$field != model.$field {
+                    return Err(format!(
+                        "{}: store {:#?} != model {:#?}",
+                        $what, self.$field, model.$field
+                    ));
+                }
+            };
+        }
+        same!(structure, "message_structure");
+        same!(messages, "agent_messages");
+        same!(usage, "turn_usage");
+        same!(sessions, "agent_sessions");
+        same!(reservations, "branch_reservations");
+        same!(generations, "session_clear_generations");
+        Ok(())
+    }
+}
+
+pub const STRUCTURE_ROWS: &str = "SELECT id, session_id, message_id, branch_id, message_type, \
+     sequence_number, user_turn_number, branch_turn_number, tool_name FROM message_structure \
+     ORDER BY id";
+pub const MESSAGE_ROWS: &str =
+    "SELECT id, session_id, message_data FROM agent_messages ORDER BY id";
+pub const USAGE_ROWS: &str = "SELECT session_id, branch_id, user_turn_number, requests, \
+     input_tokens, output_tokens, total_tokens, input_tokens_details, output_tokens_details \
+     FROM turn_usage ORDER BY 1, 2, 3";
+pub const SESSION_ROWS: &str = "SELECT session_id FROM agent_sessions ORDER BY session_id";
+pub const RESERVED_ROWS: &str =
+    "SELECT branch_id FROM branch_reservations WHERE session_id = $1 ORDER BY branch_id";
+pub const GENERATION_ROW: &str =
+    "SELECT generation FROM session_clear_generations WHERE session_id = $1";
+
+/// Every row of the database at `path` against the model's.
+pub fn compare_rows(path: &Path, model: &Model) -> Result<(), String> {
+    Rows::of_sqlite(path)?.compare(&Rows::of_model(model)?)
 }

@@ -186,6 +186,14 @@ pub trait Target {
     fn group(&mut self, h: usize, ops: Vec<Op>) -> Vec<Result<Outcome, Error>>;
     /// Close every handle and open the file again (a no-op for in-memory stores).
     fn reopen(&mut self);
+    /// The reference model for this target's engine.
+    fn model(&self) -> Model {
+        Model::new()
+    }
+    /// Every row of a database that is not a file (`None`: no row-level comparison).
+    fn rows(&mut self) -> Option<Result<advanced::Rows, String>> {
+        None
+    }
     /// The database file, for row-level comparison (`None` for in-memory stores).
     fn path(&self) -> Option<&std::path::Path> {
         None
@@ -421,7 +429,7 @@ pub fn step() -> impl Strategy<Value = Step> {
 /// Run `steps` on `target` and on the model; fail at the first difference, then compare every
 /// session's full contents.
 pub fn check_sequence(target: &mut dyn Target, steps: &[Step]) -> Result<(), String> {
-    let mut model = Model::new();
+    let mut model = target.model();
     for (i, step) in steps.iter().enumerate() {
         match step {
             Step::Exec(h, op) => {

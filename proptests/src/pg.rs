@@ -7,6 +7,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use agent_sessions::{Error, Op, Outcome, Store};
 
+use crate::advanced::{
+    decode, Rows, GENERATION_ROW, MESSAGE_ROWS, RESERVED_ROWS, SESSIONS, SESSION_ROWS,
+    STRUCTURE_ROWS, USAGE_ROWS,
+};
 use crate::{group_on, Target};
 
 /// The server URL; a test of the `postgres` feature cannot run without one, and must not pass.
@@ -45,16 +49,18 @@ pub fn fresh_schema(tag: &str) -> (String, String) {
 
 /// Two handles (two pools, two writers) on one schema.
 pub struct PgTarget {
+    schema: String,
     urls: [String; 2],
     handles: Vec<Store>,
 }
 
 impl PgTarget {
     pub fn new() -> Self {
-        let (_, url) = fresh_schema("prop");
+        let (schema, url) = fresh_schema("prop");
         // Distinct URLs for one database: the registry gives each its own pool.
         let urls = [url.clone(), format!("{url}&application_name=host2")];
         let mut t = PgTarget {
+            schema,
             urls,
             handles: Vec::new(),
         };
@@ -101,6 +107,14 @@ impl Target for PgTarget {
         group_on(&self.handles[h % 2], ops)
     }
 
+    fn rows(&mut self) -> Option<Result<Rows, String>> {
+        Some(rows_of(&self.schema))
+    }
+
+    fn model(&self) -> agent_sessions_model::Model {
+        agent_sessions_model::Model::with_foreign_keys()
+    }
+
     fn reopen(&mut self) {
         for h in self.handles.drain(..) {
             h.close();
@@ -108,4 +122,93 @@ impl Target for PgTarget {
         }
         self.open();
     }
+}
+
+/// Every row of the Advanced and basic tables of `schema`, ids renumbered by rank (sequences
+/// skip the values of rolled-back inserts).
+pub fn rows_of(schema: &str) -> Result<Rows, String> {
+    let mut c =
+        postgres::Client::connect(&server_url(), postgres::NoTls).map_err(|e| e.to_string())?;
+    let q = |e: postgres::Error| e.to_string();
+    c.batch_execute(&format!("SET search_path = {schema}"))
+        .map_err(q)?;
+    let cast = |sql: &str| {
+        sql.replace("SELECT id,", "SELECT id::int8,")
+            .replace("message_id,", "message_id::int8,")
+    };
+    let structure = c
+        .query(&cast(STRUCTURE_ROWS), &[])
+        .map_err(q)?
+        .iter()
+        .map(|r| agent_sessions_model::advanced::StructureRow {
+            id: r.get(0),
+            session_id: r.get(1),
+            message_id: r.get(2),
+            branch_id: r.get(3),
+            message_type: r.get(4),
+            sequence_number: r.get(5),
+            user_turn_number: r.get(6),
+            branch_turn_number: r.get(7),
+            tool_name: r.get(8),
+            created_at: String::new(),
+        })
+        .collect();
+    let messages = c
+        .query(&cast(MESSAGE_ROWS), &[])
+        .map_err(q)?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), decode(r.get(2))))
+        .collect();
+    let details = |t: Option<String>| t.map(|t| decode(&t));
+    let usage = c
+        .query(USAGE_ROWS, &[])
+        .map_err(q)?
+        .iter()
+        .map(|r| {
+            (
+                r.get(0),
+                r.get(1),
+                r.get(2),
+                agent_sessions_model::Usage {
+                    requests: r.get(3),
+                    input_tokens: r.get(4),
+                    output_tokens: r.get(5),
+                    total_tokens: r.get(6),
+                    input_tokens_details: details(r.get(7)),
+                    output_tokens_details: details(r.get(8)),
+                },
+            )
+        })
+        .collect();
+    let sessions = c
+        .query(SESSION_ROWS, &[])
+        .map_err(q)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut reservations = Vec::new();
+    let mut generations = Vec::new();
+    for s in SESSIONS {
+        let reserved = c
+            .query(RESERVED_ROWS, &[&s])
+            .map_err(q)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        reservations.push((s.to_string(), reserved));
+        let generation = c
+            .query_opt(GENERATION_ROW, &[&s])
+            .map_err(q)?
+            .map(|r| r.get(0));
+        generations.push((s.to_string(), generation));
+    }
+    Ok(Rows {
+        structure,
+        messages,
+        usage,
+        sessions,
+        reservations,
+        generations,
+    }
+    .renumbered())
 }

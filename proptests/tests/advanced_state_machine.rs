@@ -61,3 +61,17 @@ fn negative_control_a_handle_that_forgets_its_branch_is_caught() {
         Ok(()) => panic!("a handle that forgets its branch pointer went unnoticed"),
     }
 }
+
+/// The same Advanced state machine on PostgreSQL: three handles over two pools (two writers,
+/// as two hosts) on one schema.
+#[cfg(feature = "postgres")]
+#[test]
+fn advanced_postgres_store_matches_model() {
+    let steps = proptest::collection::vec(astep(), 1..50);
+    let verdict = run_property(40, None, steps, |steps| {
+        check_advanced(&mut proptests::pg::PgTarget::new(), &steps)
+    });
+    if let Err(e) = verdict {
+        panic!("{e}");
+    }
+}
