@@ -9,12 +9,12 @@
 //! show such rows and delete them as orphans.
 
 use std::io::{self, BufRead, BufWriter, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use agent_sessions::{
-    BlockingAdvancedSession, ConversationTurn, EncryptedSession, EncryptionKey, EncryptionOptions,
-    Error, Item, Op, Outcome, Session, SessionDump, Store, StructureStatus, Usage,
+    BlockingAdvancedSession, ConversationTurn, Database, EncryptedSession, EncryptionKey,
+    EncryptionOptions, Error, Item, Op, Outcome, Session, SessionDump, Store, StructureStatus,
+    Usage,
 };
 use agent_sessions_model::RawMessage;
 use clap::{ArgGroup, CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -31,14 +31,15 @@ mod stress;
     about = "Conversation-history store for AI agents (SQLite, compatible with the OpenAI Agents SDK)"
 )]
 struct Cli {
-    /// Database file.
+    /// Database: an SQLite file, or a PostgreSQL server URL (`postgres://user@host/db`,
+    /// `postgresql://…`, also `?host=/run/postgresql` for a unix socket).
     #[arg(
         long,
         global = true,
         env = "AGENT_SESSIONS_DB",
         default_value = "agent_sessions.db"
     )]
-    db: PathBuf,
+    db: Database,
     /// Sessions table name (plain or double-quoted identifier).
     #[arg(long, global = true, default_value = "agent_sessions")]
     sessions_table: String,
@@ -225,7 +226,7 @@ fn main() -> ExitCode {
 type CliResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 fn open(cli: &Cli) -> agent_sessions::Result<Store> {
-    Store::builder(&cli.db)
+    Store::builder(cli.db.clone())
         .sessions_table(&cli.sessions_table)
         .messages_table(&cli.messages_table)
         .create_structure_tables(cli.advanced)
@@ -260,9 +261,7 @@ impl Mode {
             format!(
                 "`{what}` needs Advanced mode, but {} has no structure tables owned by {}/{}; run \
                  `agent-sessions init --advanced` (or pass --advanced) to create and claim them",
-                cli.db.display(),
-                cli.sessions_table,
-                cli.messages_table
+                cli.db, cli.sessions_table, cli.messages_table
             )
         };
         Err(Error::InvalidArgument(why).into())
@@ -275,7 +274,7 @@ impl Mode {
                 "agent-sessions: warning: {} has Advanced structure tables, but `{what}` writes \
                  in basic mode: its rows change only the messages table, stay invisible to \
                  Advanced sessions and are deleted by their orphan cleanup (pop, delete-branch){}",
-                cli.db.display(),
+                cli.db,
                 if cli.basic {
                     "; drop --basic to write in Advanced mode"
                 } else {

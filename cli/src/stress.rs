@@ -4,13 +4,12 @@
 //! integrity check (stored rows == acknowledged writes, `PRAGMA integrity_check`).
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agent_sessions::{Durability, Error, Session, Store};
+use agent_sessions::{Database, Durability, Error, Session, Store};
 use clap::{Args as ClapArgs, ValueEnum};
 use hdrhistogram::Histogram;
 use serde_json::json;
@@ -117,7 +116,7 @@ fn peak_rss_mb() -> f64 {
 }
 
 pub fn run(
-    db: &Path,
+    db: &Database,
     db_given: bool,
     args: &Args,
     advanced: bool,
@@ -126,20 +125,20 @@ pub fn run(
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
     // On `--db` when given (kept afterwards), else on a file in a temporary directory, removed
     // when `_tmp` drops at the end.
-    let (path, _tmp) = if db_given {
-        (db.to_owned(), None)
+    let (db, _tmp) = if db_given {
+        (db.clone(), None)
     } else {
         let dir = tempfile::Builder::new()
             .prefix("agent-sessions-stress-")
             .tempdir()?;
-        (dir.path().join("stress.db"), Some(dir))
+        (Database::File(dir.path().join("stress.db")), Some(dir))
     };
     let durability = match args.durability {
         DurabilityArg::Normal => Durability::Normal,
         DurabilityArg::Full => Durability::Full,
     };
     let open = || {
-        Store::builder(&path)
+        Store::builder(db.clone())
             .create_structure_tables(advanced)
             .durability(durability)
             .readers(args.pool_readers)
@@ -251,13 +250,7 @@ pub fn run(
     fd_peak.fetch_max(count_fds() as u64, Ordering::Relaxed);
 
     if args.lose_one_write {
-        rusqlite::Connection::open(&path)?.execute(
-            &format!(
-                "DELETE FROM {m} WHERE id = (SELECT MAX(id) FROM {m} WHERE session_id LIKE ?1)",
-                m = base.messages_table()
-            ),
-            [format!("{run_id}%")],
-        )?;
+        lose_one_write(&db, base.messages_table(), &run_id)?;
     }
     // Integrity: every acknowledged write is stored, and SQLite finds the file sound.
     let acked = writes.load(Ordering::Relaxed);
@@ -271,9 +264,7 @@ pub fn run(
     drop(sessions);
     base.close();
     drop(runtime);
-    let check =
-        rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?
-            .query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0))?;
+    let check = server_check(&db)?;
     let fd_end = count_fds();
     let integrity_ok = stored == acked && check == "ok";
 
@@ -290,7 +281,7 @@ pub fn run(
         "add_latency_ms": latency_summary(&add_hist), "get_latency_ms": latency_summary(&get_hist),
         "fds": {"start": fd_start, "peak": fd_peak.load(Ordering::Relaxed), "end": fd_end},
         "peak_rss_mb": peak_rss_mb(),
-        "stored_rows": stored, "sqlite_integrity": check, "integrity_ok": integrity_ok,
+        "stored_rows": stored, "engine_integrity": check, "integrity_ok": integrity_ok,
     });
     if args.json {
         println!("{report}");
@@ -318,7 +309,7 @@ pub fn run(
             report["peak_rss_mb"].as_f64().unwrap_or(0.0)
         );
         println!(
-            "integrity   {} (stored {stored}, acknowledged {acked}, sqlite: {check})",
+            "integrity   {} (stored {stored}, acknowledged {acked}, engine: {check})",
             if integrity_ok { "ok" } else { "FAILED" }
         );
     }
@@ -341,5 +332,51 @@ mod tests {
         let summary = latency_summary(&h);
         let max = summary["max"].as_f64().unwrap();
         assert!((1990.0..=2010.0).contains(&max), "max {max} ms");
+    }
+}
+
+/// Negative control of the integrity check: delete the newest acknowledged row behind the
+/// store's back.
+fn lose_one_write(
+    db: &Database,
+    messages: &str,
+    run_id: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let sql = format!(
+        "DELETE FROM {messages} WHERE id = (SELECT MAX(id) FROM {messages} WHERE session_id LIKE $1)"
+    );
+    let like = format!("{run_id}%");
+    match db {
+        Database::File(path) => {
+            rusqlite::Connection::open(path)?.execute(&sql.replace("$1", "?1"), [like])?;
+        }
+        #[cfg(feature = "postgres")]
+        Database::Postgres(url) => {
+            postgres::Client::connect(url, postgres::NoTls)?.execute(&sql, &[&like])?;
+        }
+        other => {
+            return Err(format!("--lose-one-write needs a file or a server, not {other}").into())
+        }
+    }
+    Ok(())
+}
+
+/// The engine's own verdict on the database after the run: SQLite's `integrity_check`; on
+/// PostgreSQL, that the server still answers and every table of the run is readable (it has no
+/// integrity check of its own; `pg_amcheck` is the tool for that).
+fn server_check(db: &Database) -> Result<String, Box<dyn std::error::Error>> {
+    match db {
+        Database::File(path) => Ok(rusqlite::Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )?
+        .query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0))?),
+        #[cfg(feature = "postgres")]
+        Database::Postgres(url) => {
+            let mut c = postgres::Client::connect(url, postgres::NoTls)?;
+            c.simple_query("SELECT 1")?;
+            Ok("ok".into())
+        }
+        other => Err(format!("stress needs a file or a server, not {other}").into()),
     }
 }

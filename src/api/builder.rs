@@ -48,6 +48,23 @@ impl std::fmt::Debug for Database {
     }
 }
 
+/// The path, `:memory:`, or the URL with its password redacted — safe for messages and logs.
+///
+/// ```
+/// use agent_sessions::Database;
+/// assert_eq!(Database::from("postgres://me:pw@db/agents").to_string(), "postgres://me:***@db/agents");
+/// assert_eq!(Database::from(":memory:").to_string(), ":memory:");
+/// ```
+impl std::fmt::Display for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Database::File(p) => write!(f, "{}", p.display()),
+            Database::Memory => f.write_str(":memory:"),
+            Database::Postgres(url) => f.write_str(&redact(url)),
+        }
+    }
+}
+
 /// A URL with its password (in the user info, or a `password=` query parameter) replaced by
 /// `***`, for messages and logs.
 pub(crate) fn redact(url: &str) -> String {

@@ -142,6 +142,11 @@ pub(crate) trait TurnRows {
 
 /// The messages table, as Advanced sessions use it.
 pub(crate) trait MessageRows {
+    /// An item's stored text, in the engine's encoding (the content search's prefilter encodes
+    /// its term the same way). Default: Python's `json.dumps`, as `SQLiteSession` stores it.
+    fn encode(&self, item: &Value) -> String {
+        crate::json::to_python_json(item)
+    }
     /// Insert the session row if missing, one message per text in order, then touch the session
     /// row's `updated_at`; the new message ids, in order.
     fn insert_messages(
@@ -291,7 +296,7 @@ impl<R: AdvancedRows> Run<'_, R> {
                         is_user: is_user_item(item),
                     })
                     .collect();
-                let texts = items.iter().map(crate::json::to_python_json);
+                let texts: Vec<String> = items.iter().map(|i| self.rows.encode(i)).collect();
                 self.append(&view.branch, texts, classified)?;
                 Ok((view, AdvancedAnswer::Done))
             }
@@ -641,7 +646,7 @@ impl<R: AdvancedRows> Run<'_, R> {
     /// User turns containing `term`: the engine's prefilter on the stored JSON text (the term
     /// encoded the way the text is), then the model's exact match on the decoded content.
     fn find(&mut self, branch: &str, term: &str) -> Result<Vec<TurnRecord>> {
-        let encoded = crate::json::to_python_json(&Value::String(term.to_owned()));
+        let encoded = self.rows.encode(&Value::String(term.to_owned()));
         let inner = &encoded[1..encoded.len() - 1];
         let mut turns = self.turns(branch, Some(inner))?;
         turns.retain(|t| turn_matches(&t.full_content, term));

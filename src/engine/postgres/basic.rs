@@ -9,13 +9,13 @@ use super::sql::Tables;
 use crate::engine::limit::limited_items;
 use crate::error::Result;
 
-/// The JSON text of each item, as the SDK writes it on PostgreSQL.
-pub(crate) fn encode(items: &[Item], ensure_ascii: bool) -> Vec<String> {
-    let formatter = crate::json::PythonFormatter::compact(ensure_ascii);
-    items
-        .iter()
-        .map(|item| crate::json::to_json_with(item, formatter))
-        .collect()
+/// An item's JSON text as the SDK's `SQLAlchemySession` writes it: compact separators.
+pub(crate) fn encode_one(item: &Item, ensure_ascii: bool) -> String {
+    crate::json::to_json_with(item, crate::json::PythonFormatter::compact(ensure_ascii))
+}
+
+fn encode(items: &[Item], ensure_ascii: bool) -> Vec<String> {
+    items.iter().map(|i| encode_one(i, ensure_ascii)).collect()
 }
 
 /// Insert the session row (or lock it), then the texts in order; their ids, ascending.

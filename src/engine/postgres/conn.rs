@@ -331,9 +331,10 @@ impl Connection for PgConn {
     }
 
     fn read(&mut self, t: &Tables, op: &Op) -> Result<Outcome> {
+        let ascii = self.engine.options.ensure_ascii;
         let run = |db: &mut Db, schema: &str| -> Result<Outcome> {
             db.run(sql::BEGIN_READ)?;
-            let result = dispatch(db, t, schema, true, op);
+            let result = dispatch(db, t, schema, ascii, op);
             match (result, db.run(sql::COMMIT)) {
                 (Ok(outcome), Ok(())) => Ok(outcome),
                 (Err(e), _) => {
@@ -370,9 +371,16 @@ fn dispatch(db: &mut Db, t: &Tables, schema: &str, ascii: bool, op: &Op) -> Resu
     match op {
         Op::Init { structure } => done(schema::init(db, t, schema, *structure)),
         Op::StructureStatus => Ok(Outcome::Structure(schema::structure_status(db, t)?)),
-        Op::Advanced { session, view, op } => {
-            advanced::execute(&mut PgRows { db, t }, session, view, op)
-        }
+        Op::Advanced { session, view, op } => advanced::execute(
+            &mut PgRows {
+                db,
+                t,
+                ensure_ascii: ascii,
+            },
+            session,
+            view,
+            op,
+        ),
         Op::AddItems { session, items } => done(basic::add_items(db, t, session, items, ascii)),
         Op::GetItems { session, limit } => {
             Ok(Outcome::Items(basic::get_items(db, t, session, *limit)?))
@@ -404,7 +412,11 @@ fn dispatch(db: &mut Db, t: &Tables, schema: &str, ascii: bool, op: &Op) -> Resu
                     )?;
                     if owned {
                         advanced::execute(
-                            &mut PgRows { db, t },
+                            &mut PgRows {
+                                db,
+                                t,
+                                ensure_ascii: ascii,
+                            },
                             &s.session_id,
                             &HandleView::main(),
                             &AdvancedOp::Clear,

@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 pub(crate) struct PgRows<'a> {
     pub(crate) db: &'a mut Db,
     pub(crate) t: &'a Tables,
+    pub(crate) ensure_ascii: bool,
 }
 
 impl PgRows<'_> {
@@ -262,6 +263,10 @@ impl TurnRows for PgRows<'_> {
 }
 
 impl MessageRows for PgRows<'_> {
+    fn encode(&self, item: &Value) -> String {
+        basic::encode_one(item, self.ensure_ascii)
+    }
+
     fn insert_messages(
         &mut self,
         session: &str,
