@@ -71,7 +71,9 @@ impl PgEngine {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
-        config.application_name("agent-sessions");
+        if config.get_application_name().is_none() {
+            config.application_name("agent-sessions");
+        }
         PgEngine {
             config,
             what,

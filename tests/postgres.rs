@@ -1,0 +1,321 @@
+//! The PostgreSQL engine against a real server (`AGENT_SESSIONS_PG_URL`; `scripts/test.sh`
+//! starts a throwaway cluster). Each test works in a schema of its own.
+//!
+//! What is checked here, beyond the shared state machines of `proptests/`: the SDK's bytes and
+//! order, DDL from many openers at once, bad input and bad URLs, lock timeouts as `Busy`, a
+//! connection killed while idle and during COMMIT (nothing lost, nothing doubled, the store
+//! reconnects). The server crash is in `postgres_crash.rs` (its own binary: it restarts the
+//! server under every other test).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agent_sessions::{Error, ErrorKind, Store};
+use serde_json::json;
+
+fn server() -> String {
+    std::env::var("AGENT_SESSIONS_PG_URL").unwrap_or_else(|_| {
+        panic!("AGENT_SESSIONS_PG_URL is not set: these tests need a PostgreSQL server (scripts/test.sh starts one)")
+    })
+}
+
+fn client() -> postgres::Client {
+    postgres::Client::connect(&server(), postgres::NoTls).expect("connect to the test server")
+}
+
+/// A fresh schema; the URL whose connections use it.
+fn schema(tag: &str) -> (String, String) {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let name = format!(
+        "it_{tag}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    client()
+        .batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"
+        ))
+        .unwrap();
+    let url = format!("{}?options=-csearch_path%3D{name}", server());
+    (name, url)
+}
+
+fn rows(schema: &str, sql: &str) -> Vec<postgres::Row> {
+    let mut c = client();
+    c.batch_execute(&format!("SET search_path = {schema}"))
+        .unwrap();
+    c.query(sql, &[]).unwrap()
+}
+
+#[test]
+fn rows_are_the_sdk_bytes_in_commit_order() {
+    let (s, url) = schema("bytes");
+    let store = Store::open(url.as_str()).unwrap();
+    let session = store.session("u1").blocking();
+    session
+        .add_items(vec![
+            json!({"role": "user", "content": "héllo 😀"}),
+            json!({"n": [1, 2.5, null]}),
+        ])
+        .unwrap();
+    let got: Vec<String> = rows(
+        &s,
+        "SELECT message_data FROM agent_messages ORDER BY created_at, id",
+    )
+    .iter()
+    .map(|r| r.get(0))
+    .collect();
+    assert_eq!(
+        got,
+        [
+            r#"{"role":"user","content":"h\u00e9llo \ud83d\ude00"}"#,
+            r#"{"n":[1,2.5,null]}"#
+        ]
+    );
+    // ensure_ascii off writes the characters themselves (a second URL: its own settings).
+    let raw = Store::builder(format!("{url}&application_name=raw"))
+        .ensure_ascii(false)
+        .open()
+        .unwrap();
+    raw.session("u2")
+        .blocking()
+        .add_items(vec![json!("é")])
+        .unwrap();
+    let got: String = rows(
+        &s,
+        "SELECT message_data FROM agent_messages WHERE session_id = 'u2'",
+    )[0]
+    .get(0);
+    assert_eq!(got, "\"é\"");
+    // Stamps never go backwards within a session, so (created_at, id) is commit order.
+    let bad: i64 = rows(
+        &s,
+        "SELECT count(*) FROM agent_messages a JOIN agent_messages b \
+         ON a.session_id = b.session_id AND a.id < b.id AND a.created_at > b.created_at",
+    )[0]
+    .get(0);
+    assert_eq!(bad, 0);
+    assert_eq!(
+        session.get_items(Some(1)).unwrap(),
+        [json!({"n": [1, 2.5, null]})]
+    );
+}
+
+#[test]
+fn many_openers_create_the_tables_at_once_without_failing() {
+    let (s, url) = schema("ddl");
+    let go = Arc::new(std::sync::Barrier::new(8));
+    let openers: Vec<_> = (0..8)
+        .map(|i| {
+            let (url, go) = (format!("{url}&application_name=opener{i}"), go.clone());
+            std::thread::spawn(move || {
+                go.wait();
+                let store = Store::builder(url).create_structure_tables(true).open()?;
+                store
+                    .session(format!("s{i}"))
+                    .blocking()
+                    .add_items(vec![json!(i)])?;
+                store.close();
+                Ok::<_, Error>(())
+            })
+        })
+        .collect();
+    for o in openers {
+        o.join().unwrap().expect("an opener failed");
+    }
+    let n: i64 = rows(&s, "SELECT count(*) FROM agent_messages")[0].get(0);
+    assert_eq!(n, 8);
+}
+
+#[test]
+fn bad_urls_and_servers_fail_clearly_at_open() {
+    let cases = [
+        "postgres://127.0.0.1:1/x?connect_timeout=2".to_owned(),
+        "postgresql://u@127.0.0.1:5432/db?sslmode=bogus".to_owned(),
+    ];
+    for url in &cases {
+        let e = Store::open(url.as_str()).unwrap_err();
+        assert!(
+            matches!(
+                e.kind(),
+                ErrorKind::Io | ErrorKind::InvalidArgument | ErrorKind::Database
+            ),
+            "{url}: {e:?}"
+        );
+        assert!(
+            e.to_string().contains("127.0.0.1"),
+            "{url}: the error should name the server: {e}"
+        );
+    }
+    // Something that is not PostgreSQL listening on the port.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            use std::io::Write;
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+        }
+    });
+    let e = Store::open(format!("postgres://u@127.0.0.1:{port}/db?connect_timeout=2").as_str())
+        .unwrap_err();
+    assert!(e.to_string().contains("connecting to"), "{e}");
+    // A password in the URL never appears in the error.
+    let e = Store::open("postgres://me:s3cret@127.0.0.1:1/x?connect_timeout=2").unwrap_err();
+    assert!(!e.to_string().contains("s3cret"), "{e}");
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_and_loses_nothing() {
+    let (s, url) = schema("bad");
+    let store = Store::builder(url.as_str())
+        .sessions_table("\"My \"\"Sessions\"\"\"")
+        .messages_table("Messages")
+        .open()
+        .unwrap();
+    let ok = store.session("ok").blocking();
+    ok.add_items(vec![json!("kept")]).unwrap();
+    // PostgreSQL text cannot hold U+0000: refused, nothing written.
+    let e = store
+        .session("a\0b")
+        .blocking()
+        .add_items(vec![json!(1)])
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+    // Inside items it is escaped JSON, so it round-trips.
+    ok.add_items(vec![json!("nul\u{0}inside")]).unwrap();
+    // Huge and deeply nested items.
+    let huge = json!("x".repeat(8 << 20));
+    ok.add_items(vec![huge.clone()]).unwrap();
+    let mut deep = json!(1);
+    for _ in 0..100 {
+        deep = json!([deep]);
+    }
+    ok.add_items(vec![deep.clone()]).unwrap();
+    let mut too_deep = json!(1);
+    for _ in 0..200 {
+        too_deep = json!([too_deep]);
+    }
+    let e = ok.add_items(vec![too_deep]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+    assert_eq!(
+        ok.get_items(None).unwrap(),
+        [json!("kept"), json!("nul\u{0}inside"), huge, deep]
+    );
+    // The quoted names are the tables SQLAlchemy would name: case and quotes kept.
+    let n: i64 = rows(&s, "SELECT count(*) FROM \"Messages\"")[0].get(0);
+    assert_eq!(n, 4);
+    let n: i64 = rows(&s, "SELECT count(*) FROM \"My \"\"Sessions\"\"\"")[0].get(0);
+    assert_eq!(n, 1);
+    // get_items(-1) is all (SQLite's rule), not the SDK's PostgreSQL error.
+    assert_eq!(ok.get_items(Some(-1)).unwrap().len(), 4);
+}
+
+#[test]
+fn a_held_session_lock_is_busy_after_the_busy_timeout_and_nothing_is_written() {
+    let (s, url) = schema("busy");
+    let store = Store::builder(url.as_str())
+        .busy_timeout(Duration::from_millis(300))
+        .open()
+        .unwrap();
+    let session = store.session("held").blocking();
+    session.add_items(vec![json!(1)]).unwrap();
+    // A Python-style writer holds the session row.
+    let mut holder = client();
+    holder
+        .batch_execute(&format!("SET search_path = {s}; BEGIN"))
+        .unwrap();
+    holder
+        .execute(
+            "SELECT 1 FROM agent_sessions WHERE session_id = 'held' FOR UPDATE",
+            &[],
+        )
+        .unwrap();
+    let e = session.add_items(vec![json!(2)]).unwrap_err();
+    assert!(e.is_retryable(), "{e:?}");
+    // Other sessions are not blocked by it.
+    store
+        .session("free")
+        .blocking()
+        .add_items(vec![json!(3)])
+        .unwrap();
+    holder.batch_execute("COMMIT").unwrap();
+    session.add_items(vec![json!(4)]).unwrap();
+    assert_eq!(session.get_items(None).unwrap(), [json!(1), json!(4)]);
+}
+
+#[test]
+fn a_connection_killed_while_idle_is_replaced_without_an_error() {
+    let (_s, url) = schema("idle");
+    let store = Store::open(format!("{url}&application_name=idlekill").as_str()).unwrap();
+    let session = store.session("s").blocking();
+    session.add_items(vec![json!(1)]).unwrap();
+    let mut c = client();
+    let killed = c
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = 'idlekill'",
+            &[],
+        )
+        .unwrap()
+        .len();
+    assert!(
+        killed >= 2,
+        "expected the writer and a reader to be killed, got {killed}"
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    session.add_items(vec![json!(2)]).unwrap();
+    assert_eq!(session.get_items(None).unwrap(), [json!(1), json!(2)]);
+}
+
+/// A deferred constraint trigger that sleeps makes COMMIT itself slow, so the backend can be
+/// killed while the COMMIT is in flight: the answer is lost, the store must learn from the
+/// server that the group was rolled back and say so — no success, no duplicate on retry.
+#[test]
+fn a_connection_killed_during_commit_is_settled_with_the_server() {
+    let (s, url) = schema("commit");
+    let store = Store::open(url.as_str()).unwrap();
+    let session = store.session("s").blocking();
+    session.add_items(vec![json!("before")]).unwrap();
+    let mut c = client();
+    c.batch_execute(&format!(
+        "SET search_path = {s};
+         CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN IF NEW.message_data LIKE '%slow%' THEN PERFORM pg_sleep(2); END IF; RETURN NULL; END $$;
+         CREATE CONSTRAINT TRIGGER slow AFTER INSERT ON agent_messages
+           DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit();"
+    ))
+    .unwrap();
+    let killer = std::thread::spawn(move || {
+        let mut c = client();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let n = c
+                .query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE query = 'COMMIT' AND wait_event = 'PgSleep'",
+                    &[],
+                )
+                .unwrap()
+                .len();
+            if n > 0 || Instant::now() > deadline {
+                return n;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let e = session.add_items(vec![json!("slow")]).unwrap_err();
+    assert_eq!(
+        killer.join().unwrap(),
+        1,
+        "the COMMIT was never caught in flight"
+    );
+    assert!(e.is_retryable(), "{e:?}");
+    assert!(e.to_string().contains("rolled the group back"), "{e}");
+    // The store reconnected by itself; nothing of the lost group is stored.
+    session.add_items(vec![json!("after")]).unwrap();
+    assert_eq!(
+        session.get_items(None).unwrap(),
+        [json!("before"), json!("after")]
+    );
+}
