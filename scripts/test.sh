@@ -7,15 +7,29 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-# The interop tests run against the real Python SDK; make a venv with it unless one is given.
+# The interop tests run against the real Python SDK (its SQLite sessions, its encryption, its
+# SQLAlchemySession on PostgreSQL through asyncpg and psycopg); make a venv with it unless one is
+# given.
 if [ -z "${AGENT_SESSIONS_PYTHON:-}" ]; then
   venv=target/pyenv
-  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import agents, cryptography' 2>/dev/null; then
-    step "creating $venv with openai-agents[encrypt]==0.24.0 (for the interop tests)"
+  if [ ! -x "$venv/bin/python" ] \
+    || ! "$venv/bin/python" -c 'import agents, cryptography, sqlalchemy, asyncpg, psycopg' 2>/dev/null; then
+    step "creating $venv with openai-agents[encrypt,sqlalchemy]==0.24.0, asyncpg, psycopg"
     python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check 'openai-agents[encrypt]==0.24.0'
+    "$venv/bin/pip" install --quiet --disable-pip-version-check \
+      'openai-agents[encrypt,sqlalchemy]==0.24.0' asyncpg 'psycopg[binary]'
   fi
   export AGENT_SESSIONS_PYTHON="$PWD/$venv/bin/python"
+fi
+
+# The PostgreSQL tests need a server: a throwaway cluster, stopped and removed on exit. An
+# AGENT_SESSIONS_PG_URL given from outside is used as it is (its tests then skip the restart).
+if [ -z "${AGENT_SESSIONS_PG_URL:-}" ]; then
+  step "starting a throwaway PostgreSQL cluster (for the postgres feature's tests)"
+  # shellcheck source=scripts/pg-cluster.sh
+  . scripts/pg-cluster.sh
+  trap pg_cluster_stop EXIT
+  pg_cluster_start
 fi
 
 step "format, lints (incl. the sync-shim discipline: clippy.toml), docs"
@@ -23,8 +37,8 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --quiet
 
-step "cargo test (workspace: unit, integration, doc, property, interop)"
-cargo test --workspace --release
+step "cargo test (workspace: unit, integration, doc, property, interop; SQLite and PostgreSQL)"
+cargo test --workspace --release --features agent-sessions/postgres,proptests/postgres
 
 step "examples (examples/)"
 for example in tokio threads advanced; do

@@ -44,7 +44,14 @@ fn rows(schema: &str, sql: &str) -> Vec<postgres::Row> {
 /// afterwards without reopening the store.
 fn a_server_crash_under_load_loses_no_acknowledged_write() {
     let (Ok(bin), Ok(dir)) = (std::env::var("PG_BIN"), std::env::var("PG_CLUSTER_DIR")) else {
-        panic!("PG_BIN and PG_CLUSTER_DIR are not set: this test restarts the throwaway server of scripts/pg-cluster.sh");
+        // It restarts the server: only the throwaway one of scripts/pg-cluster.sh, never a
+        // server given from outside.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "PG_BIN and PG_CLUSTER_DIR are not set under CI: the crash test cannot run"
+        );
+        eprintln!("skipped: no throwaway cluster (PG_BIN, PG_CLUSTER_DIR) to restart");
+        return;
     };
     let (s, url) = schema("crash");
     let store = Store::builder(url.as_str())

@@ -320,21 +320,6 @@ pub fn run(
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn long_latencies_are_recorded_not_clamped() {
-        let mut h = histogram();
-        record(&mut h, Duration::from_micros(300));
-        record(&mut h, Duration::from_secs(2));
-        let summary = latency_summary(&h);
-        let max = summary["max"].as_f64().unwrap();
-        assert!((1990.0..=2010.0).contains(&max), "max {max} ms");
-    }
-}
-
 /// Negative control of the integrity check: delete the newest acknowledged row behind the
 /// store's back.
 fn lose_one_write(
@@ -378,5 +363,20 @@ fn server_check(db: &Database) -> Result<String, Box<dyn std::error::Error>> {
             Ok("ok".into())
         }
         other => Err(format!("stress needs a file or a server, not {other}").into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_latencies_are_recorded_not_clamped() {
+        let mut h = histogram();
+        record(&mut h, Duration::from_micros(300));
+        record(&mut h, Duration::from_secs(2));
+        let summary = latency_summary(&h);
+        let max = summary["max"].as_f64().unwrap();
+        assert!((1990.0..=2010.0).contains(&max), "max {max} ms");
     }
 }

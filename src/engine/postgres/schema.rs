@@ -50,7 +50,9 @@ pub(crate) fn structure_status(db: &mut Db, t: &Tables) -> Result<StructureStatu
 /// and it points at the configured table (the rule of SPEC §5.3, per schema here).
 fn ownership(db: &mut Db, t: &Tables) -> Result<std::result::Result<(), String>> {
     let (sessions, messages) = (t.sessions.name(), t.messages.name());
-    let owners: [(&str, &[(&str, &str, &str)]); 2] = [
+    // (table, [(column, owner table, owner column)]).
+    type Owner<'a> = (&'a str, &'a str, &'a str);
+    let owners: [(&str, &[Owner<'_>]); 2] = [
         (
             "message_structure",
             &[
