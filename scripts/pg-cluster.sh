@@ -20,7 +20,8 @@ pg_as() {
 }
 
 pg_cluster_start() {
-  local port=${1:-55432} bin
+  # A free port unless one is named (another cluster may be running on this machine).
+  local port=${1:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')} bin
   bin=$(pg_bin)
   PG_BIN=$bin
   PG_CLUSTER_DIR=$(mktemp -d /tmp/agent-sessions-pg.XXXXXX)
