@@ -312,7 +312,7 @@ fn concurrent_histories_across_writers_on_postgres_are_linearizable() {
         prop::collection::vec(write_op(), 0..6),
         prop::collection::vec(prop::collection::vec(any_op(), 4..=5), 3),
     );
-    let verdict = run_property(60, None, strategy, |(prefix, threads)| {
+    let verdict = run_property(150, None, strategy, |(prefix, threads)| {
         let (_, url) = proptests::pg::fresh_schema("lin");
         let open = |host: usize| {
             Store::builder(format!("{url}&application_name=host{host}"))

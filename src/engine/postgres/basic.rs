@@ -112,8 +112,11 @@ fn session_info(r: &postgres::Row) -> Result<SessionInfo> {
     })
 }
 
+/// A raw row, as another program could write it: the session row is created if missing but not
+/// touched (as on SQLite), then locked.
 pub(crate) fn plant_raw(db: &mut Db, t: &Tables, session: &str, data: &str) -> Result<()> {
-    db.exec(&t.upsert_session, &[&session])?;
+    db.exec(&t.ensure_session, &[&session])?;
+    db.exec(&t.lock_session, &[&session])?;
     db.exec(&t.insert_raw, &[&session, &data])?;
     Ok(())
 }

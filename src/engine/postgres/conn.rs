@@ -402,16 +402,18 @@ fn dispatch(db: &mut Db, t: &Tables, schema: &str, ascii: bool, op: &Op) -> Resu
             dry_run,
             max,
         } => {
+            if !dry_run {
+                // Which sessions are idle can change under a write on another host between
+                // reading the list and deleting (a session written meanwhile is no longer
+                // idle): block every writer of the two tables until this group commits, then
+                // read the list. Every write of a session touches them (the SDK's and ours,
+                // Advanced ones through their foreign-key checks); reads go on.
+                db.run(&t.lock_tables)?;
+            }
             let idle = basic::idle_sessions(db, t, idle_before, *max)?;
             if !dry_run {
                 let owned = schema::structure_status(db, t)? == StructureStatus::Owned;
                 for s in &idle {
-                    // Not known when the group began: locked now, in list order (a deadlock
-                    // with another host's group is detected by the server and is `Busy`).
-                    db.exec(
-                        sql::LOCK_KEYS,
-                        &[&vec![lock_key(&[schema, &t.lock_scope, &s.session_id])]],
-                    )?;
                     if owned {
                         advanced::execute(
                             &mut PgRows {

@@ -32,6 +32,10 @@ pub(crate) struct Tables {
     pub(crate) structure_ddl: Vec<String>,
     pub(crate) upsert_session: String,
     pub(crate) lock_session: String,
+    /// Creates the session row if missing, leaving an existing one's `updated_at` alone.
+    pub(crate) ensure_session: String,
+    /// Blocks every writer of the two tables until the transaction ends (prune).
+    pub(crate) lock_tables: String,
     pub(crate) insert_items: String,
     pub(crate) insert_raw: String,
     pub(crate) select_all: String,
@@ -169,6 +173,10 @@ impl Tables {
                  ON CONFLICT (session_id) DO UPDATE SET updated_at = CURRENT_TIMESTAMP"
             ),
             lock_session: format!("SELECT 1 FROM {st} WHERE session_id = $1 FOR UPDATE"),
+            ensure_session: format!(
+                "INSERT INTO {st} (session_id) VALUES ($1) ON CONFLICT (session_id) DO NOTHING"
+            ),
+            lock_tables: format!("LOCK TABLE {st}, {mt} IN EXCLUSIVE MODE"),
             insert_items: format!(
                 "INSERT INTO {mt} (session_id, message_data, created_at) \
                  SELECT $1::text, d, {stamp} FROM unnest($2::text[]) WITH ORDINALITY AS u(d, n) \
