@@ -319,3 +319,38 @@ fn a_connection_killed_during_commit_is_settled_with_the_server() {
         [json!("before"), json!("after")]
     );
 }
+
+#[test]
+fn a_unix_socket_url_opens_the_same_database() {
+    let Ok(dir) = std::env::var("PG_CLUSTER_DIR") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "PG_CLUSTER_DIR is not set under CI"
+        );
+        eprintln!("skipped: no throwaway cluster (PG_CLUSTER_DIR) whose socket to use");
+        return;
+    };
+    let (s, tcp) = schema("socket");
+    let port = server()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let url = format!(
+        "postgresql://postgres@/postgres?host={dir}&port={port}&options=-csearch_path%3D{s}"
+    );
+    let store = Store::open(url.as_str()).unwrap();
+    store
+        .session("u")
+        .blocking()
+        .add_items(vec![json!("over the socket")])
+        .unwrap();
+    let over_tcp = Store::open(tcp.as_str()).unwrap();
+    assert_eq!(
+        over_tcp.session("u").blocking().get_items(None).unwrap(),
+        [json!("over the socket")]
+    );
+}

@@ -350,3 +350,164 @@ fn concurrent_histories_across_writers_on_postgres_are_linearizable() {
         panic!("{e}");
     }
 }
+
+/// Histories of several processes (hosts) on one PostgreSQL session: each child process runs a
+/// few adds, pops and limited reads through its own store and reports when each call was invoked
+/// and returned (the machine's wall clock, shared by the processes); the parent checks the merged
+/// history against the model. Child entry point: `postgres_history_child` (ignored: run by the
+/// parent only).
+#[cfg(feature = "postgres")]
+#[test]
+fn concurrent_histories_across_processes_on_postgres_are_linearizable() {
+    let cases = proptests::cases(12);
+    if let Err(e) = process_histories(cases, false) {
+        panic!("{e}");
+    }
+    eprintln!("{cases} histories of 3 processes × 6 calls on one session: linearizable");
+}
+
+/// The same recorder and checker, with children whose pools reply before they commit, must
+/// reject some history.
+#[cfg(feature = "postgres")]
+#[test]
+fn negative_control_processes_replying_before_commit_are_rejected() {
+    match process_histories(40, true) {
+        Err(e) => eprintln!(
+            "negative control (processes replying before commit): rejected: {} chars",
+            e.len()
+        ),
+        Ok(()) => {
+            panic!("40 histories of processes that reply before committing were all accepted")
+        }
+    }
+}
+
+/// Run `cases` histories of 3 child processes; the first one that is not linearizable.
+#[cfg(feature = "postgres")]
+fn process_histories(cases: u32, broken: bool) -> Result<(), String> {
+    use std::process::Command;
+    for case in 0..cases {
+        let (_, url) = proptests::pg::fresh_schema("mp");
+        let start = now_ns() + 300_000_000; // all children begin together
+        let children: Vec<_> = (0..3)
+            .map(|child| {
+                Command::new(std::env::current_exe().unwrap())
+                    .args([
+                        "--ignored",
+                        "--exact",
+                        "postgres_history_child",
+                        "--nocapture",
+                    ])
+                    .env("LIN_URL", &url)
+                    .env("LIN_CHILD", child.to_string())
+                    .env("LIN_SEED", (case * 7 + child).to_string())
+                    .env("LIN_START", start.to_string())
+                    .env("LIN_BROKEN", if broken { "1" } else { "0" })
+                    .output()
+                    .unwrap()
+            })
+            .collect();
+        let mut history = Vec::new();
+        for (child, out) in children.iter().enumerate() {
+            assert!(
+                out.status.success(),
+                "child {child}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                let Some(json) = line.strip_prefix("EVENT ") else {
+                    continue;
+                };
+                let v: serde_json::Value = serde_json::from_str(json).unwrap();
+                let session = "s".to_owned();
+                let (op, result) = match v["op"].as_str().unwrap() {
+                    "add" => (
+                        Op::AddItems {
+                            session,
+                            items: vec![v["item"].clone()],
+                        },
+                        Ok(Outcome::Done),
+                    ),
+                    "pop" => (
+                        Op::PopItem { session },
+                        Ok(Outcome::Popped(
+                            (!v["out"].is_null()).then(|| v["out"].clone()),
+                        )),
+                    ),
+                    _ => (
+                        Op::GetItems {
+                            session,
+                            limit: v["limit"].as_i64(),
+                        },
+                        Ok(Outcome::Items(v["out"].as_array().unwrap().clone())),
+                    ),
+                };
+                history.push(proptests::Event {
+                    thread: child,
+                    op,
+                    result,
+                    invoked: v["inv"].as_u64().unwrap(),
+                    returned: v["ret"].as_u64().unwrap(),
+                });
+            }
+        }
+        assert_eq!(history.len(), 3 * 6, "every child reports every call");
+        linearizable(&Model::new(), &history).map_err(|e| format!("case {case}: {e}"))?;
+    }
+    Ok(())
+}
+
+#[cfg(feature = "postgres")]
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// One child process of the test above (does nothing unless run by it).
+#[cfg(feature = "postgres")]
+#[test]
+#[ignore]
+fn postgres_history_child() {
+    let Ok(url) = std::env::var("LIN_URL") else {
+        return;
+    };
+    let child: u64 = std::env::var("LIN_CHILD").unwrap().parse().unwrap();
+    let mut seed: u64 = std::env::var("LIN_SEED").unwrap().parse().unwrap();
+    let start: u64 = std::env::var("LIN_START").unwrap().parse().unwrap();
+    // Its own pool, as another host's: a distinct URL.
+    let faults = Faults {
+        reply_before_commit: std::env::var("LIN_BROKEN").as_deref() == Ok("1"),
+        ..Faults::default()
+    };
+    let store = Store::builder(format!("{url}&application_name=child{child}"))
+        .faults(faults)
+        .open()
+        .unwrap();
+    let session = store.session("s").blocking();
+    while now_ns() < start {
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    for k in 0..6 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let inv = now_ns();
+        let event = match (seed >> 33) % 4 {
+            0 | 1 => {
+                let item = json!({"c": child, "k": k});
+                session.add_items(vec![item.clone()]).unwrap();
+                json!({"op": "add", "item": item})
+            }
+            2 => json!({"op": "pop", "out": session.pop_item().unwrap()}),
+            _ => json!({"op": "get", "limit": 3, "out": session.get_items(Some(3)).unwrap()}),
+        };
+        let ret = now_ns();
+        let mut event = event;
+        event["inv"] = json!(inv);
+        event["ret"] = json!(ret);
+        println!("EVENT {event}");
+    }
+    store.close();
+}
