@@ -152,6 +152,7 @@ impl Engine for PgEngine {
             db: Some(db),
             schema,
             in_tx: false,
+            unreleased: false,
             xid: None,
         })
     }
@@ -165,6 +166,8 @@ pub(crate) struct PgConn {
     db: Option<Db>,
     schema: String,
     in_tx: bool,
+    /// The last request's savepoint is kept but its RELEASE not sent yet.
+    unreleased: bool,
     /// The open group's transaction id (`pg_current_xact_id`), to settle a lost COMMIT.
     xid: Option<String>,
 }
@@ -268,6 +271,7 @@ impl Connection for PgConn {
             .collect();
         keys.sort_unstable();
         keys.dedup();
+        self.unreleased = false;
         if let Err(e) = self.begin_once() {
             // A connection that died while idle (a restarted server) is noticed only now:
             // nothing has been done yet, so reconnect and begin once more.
@@ -283,18 +287,27 @@ impl Connection for PgConn {
     }
 
     fn savepoint(&mut self) -> Result<()> {
-        self.with(|db, _| db.run(sql::SAVEPOINT))
+        if std::mem::take(&mut self.unreleased) {
+            self.with(|db, _| db.run(sql::RELEASE_THEN_SAVEPOINT))
+        } else {
+            self.with(|db, _| db.run(sql::SAVEPOINT))
+        }
     }
 
     fn release(&mut self) -> Result<()> {
-        self.with(|db, _| db.run(sql::RELEASE))
+        // Sent with the next request's SAVEPOINT, or made moot by COMMIT (which releases every
+        // savepoint): one round trip per request saved. The request's work is kept either way.
+        self.unreleased = true;
+        Ok(())
     }
 
     fn rollback_to(&mut self) -> Result<()> {
-        self.with(|db, _| db.run(&format!("{}; {}", sql::ROLLBACK_TO, sql::RELEASE)))
+        self.unreleased = false;
+        self.with(|db, _| db.run(sql::ROLLBACK_TO))
     }
 
     fn commit(&mut self) -> Result<()> {
+        self.unreleased = false;
         let result = self.with(|db, _| db.run(sql::COMMIT));
         let was_lost = self.db.is_none();
         self.in_tx = false;
@@ -312,6 +325,7 @@ impl Connection for PgConn {
     }
 
     fn rollback(&mut self) {
+        self.unreleased = false;
         if self.in_tx {
             if let Some(db) = self.db.as_mut() {
                 if db.run(sql::ROLLBACK).is_err() {

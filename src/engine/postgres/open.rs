@@ -10,6 +10,9 @@ use crate::protocol::pool::{Pool, PoolConfig};
 use crate::protocol::registry::Registry;
 use crate::protocol::sync::{Arc, OnceLock};
 
+/// The most requests in one group on PostgreSQL (see [`open`]).
+const MAX_GROUP: usize = 64;
+
 fn registry() -> &'static Arc<Registry<String, PgEngine>> {
     static REGISTRY: OnceLock<Arc<Registry<String, PgEngine>>> = OnceLock::new();
     REGISTRY.get_or_init(|| Arc::new(Registry::new()))
@@ -32,7 +35,13 @@ pub(crate) fn open(url: &str, what: String, o: &OpenOptions) -> Result<crate::en
         tables.sessions.always_quoted(),
         tables.messages.always_quoted(),
     );
-    let pool = o.pool;
+    // Every writing request of a group is a subtransaction; past 64 in one transaction the
+    // server's per-backend subtransaction cache overflows and every other session's snapshots
+    // get slower. A group of 64 already amortises the COMMIT.
+    let pool = PoolConfig {
+        batch_max: o.pool.batch_max.min(MAX_GROUP),
+        ..o.pool
+    };
     let handle: Handle<String, PgEngine> = Handle::acquire(
         registry(),
         url.to_owned(),

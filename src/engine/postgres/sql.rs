@@ -273,8 +273,10 @@ pub(crate) const BEGIN_READ: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ 
 pub(crate) const COMMIT: &str = "COMMIT";
 pub(crate) const ROLLBACK: &str = "ROLLBACK";
 pub(crate) const SAVEPOINT: &str = "SAVEPOINT request";
-pub(crate) const RELEASE: &str = "RELEASE SAVEPOINT request";
-pub(crate) const ROLLBACK_TO: &str = "ROLLBACK TO SAVEPOINT request";
+/// Undo one request and drop its savepoint.
+pub(crate) const ROLLBACK_TO: &str = "ROLLBACK TO SAVEPOINT request; RELEASE SAVEPOINT request";
+/// The previous request's RELEASE and the next one's SAVEPOINT, in one round trip.
+pub(crate) const RELEASE_THEN_SAVEPOINT: &str = "RELEASE SAVEPOINT request; SAVEPOINT request";
 pub(crate) const XACT_ID: &str = "SELECT pg_current_xact_id()::text";
 pub(crate) const XACT_STATUS: &str = "SELECT pg_xact_status($1::text::xid8)";
 pub(crate) const CURRENT_SCHEMA: &str = "SELECT current_schema()::text, version()";
