@@ -28,6 +28,8 @@ fn conn_options(o: &OpenOptions) -> ConnOptions {
         durability: o.durability,
         busy_timeout: o.busy_timeout,
         max_page_count: o.max_page_count,
+        vfs: o.vfs.clone(),
+        synchronous_off: o.pool.faults.synchronous_off,
     }
 }
 
