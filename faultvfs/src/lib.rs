@@ -48,7 +48,13 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [Kind::Read, Kind::Write, Kind::Sync, Kind::Truncate, Kind::Lock];
+    pub const ALL: [Kind; 5] = [
+        Kind::Read,
+        Kind::Write,
+        Kind::Sync,
+        Kind::Truncate,
+        Kind::Lock,
+    ];
     fn index(self) -> usize {
         self as usize
     }
@@ -79,13 +85,26 @@ pub struct Plan {
 #[derive(Clone, Debug)]
 pub enum Event {
     /// The file was opened (created empty if it did not exist).
-    Open { file: Arc<str> },
-    Write { file: Arc<str>, offset: u64, data: Vec<u8> },
-    Truncate { file: Arc<str>, size: u64 },
+    Open {
+        file: Arc<str>,
+    },
+    Write {
+        file: Arc<str>,
+        offset: u64,
+        data: Vec<u8>,
+    },
+    Truncate {
+        file: Arc<str>,
+        size: u64,
+    },
     /// A successful `xSync`: every earlier write and truncate of the file is now durable.
-    Sync { file: Arc<str> },
+    Sync {
+        file: Arc<str>,
+    },
     /// The file was deleted (taken as durable at once).
-    Delete { file: Arc<str> },
+    Delete {
+        file: Arc<str>,
+    },
 }
 
 #[derive(Default)]
@@ -290,7 +309,10 @@ impl<'a> Replay<'a> {
 
     /// Apply events up to (not including) `k`. Crash points must not go backwards.
     pub fn advance_to(&mut self, k: usize) {
-        assert!(k >= self.at && k <= self.trace.len(), "crash points go forward");
+        assert!(
+            k >= self.at && k <= self.trace.len(),
+            "crash points go forward"
+        );
         for e in &self.trace[self.at..k] {
             match e {
                 Event::Open { file } => {
@@ -524,7 +546,11 @@ unsafe extern "C" fn v_full_pathname(
     ((*real).xFullPathname.unwrap())(real, z_name, n, out)
 }
 
-unsafe extern "C" fn v_randomness(_vfs: *mut ffi::sqlite3_vfs, n: c_int, out: *mut c_char) -> c_int {
+unsafe extern "C" fn v_randomness(
+    _vfs: *mut ffi::sqlite3_vfs,
+    n: c_int,
+    out: *mut c_char,
+) -> c_int {
     let real = real_vfs();
     ((*real).xRandomness.unwrap())(real, n, out)
 }
@@ -693,7 +719,11 @@ unsafe extern "C" fn f_check_reserved_lock(f: *mut ffi::sqlite3_file, out: *mut 
     (methods(real).xCheckReservedLock.unwrap())(real, out)
 }
 
-unsafe extern "C" fn f_file_control(f: *mut ffi::sqlite3_file, op: c_int, arg: *mut c_void) -> c_int {
+unsafe extern "C" fn f_file_control(
+    f: *mut ffi::sqlite3_file,
+    op: c_int,
+    arg: *mut c_void,
+) -> c_int {
     let (real, _) = parts(f);
     (methods(real).xFileControl.unwrap())(real, op, arg)
 }
@@ -722,7 +752,12 @@ unsafe extern "C" fn f_shm_map(
     }
 }
 
-unsafe extern "C" fn f_shm_lock(f: *mut ffi::sqlite3_file, off: c_int, n: c_int, flags: c_int) -> c_int {
+unsafe extern "C" fn f_shm_lock(
+    f: *mut ffi::sqlite3_file,
+    off: c_int,
+    n: c_int,
+    flags: c_int,
+) -> c_int {
     let (real, _) = parts(f);
     (methods(real).xShmLock.unwrap())(real, off, n, flags)
 }
@@ -761,13 +796,17 @@ mod tests {
         let mut r = Replay::new(&trace);
         r.advance_to(2);
         assert_eq!(r.image(Loss::DropAll), vec![("db".into(), vec![])]);
-        assert_eq!(r.image(Loss::KeepAll), vec![("db".into(), b"aaaa".to_vec())]);
+        assert_eq!(
+            r.image(Loss::KeepAll),
+            vec![("db".into(), b"aaaa".to_vec())]
+        );
         r.advance_to(5);
         assert_eq!(r.unsynced(), 2);
         assert_eq!(r.image(Loss::DropAll)[0].1, b"aaaa");
         assert_eq!(r.image(Loss::KeepAll)[0].1, b"cabbbb");
-        let subsets: std::collections::BTreeSet<Vec<u8>> =
-            (0..64).map(|s| r.image(Loss::Subset(s))[0].1.clone()).collect();
+        let subsets: std::collections::BTreeSet<Vec<u8>> = (0..64)
+            .map(|s| r.image(Loss::Subset(s))[0].1.clone())
+            .collect();
         assert_eq!(subsets.len(), 4, "{subsets:?}");
     }
 
@@ -776,8 +815,9 @@ mod tests {
         let trace = vec![Event::Open { file: "w".into() }, w("w", 0, &[7u8; 2048])];
         let mut r = Replay::new(&trace);
         r.advance_to(2);
-        let torn: std::collections::BTreeSet<Vec<u8>> =
-            (0..64).map(|s| r.image(Loss::TornLast(s))[0].1.clone()).collect();
+        let torn: std::collections::BTreeSet<Vec<u8>> = (0..64)
+            .map(|s| r.image(Loss::TornLast(s))[0].1.clone())
+            .collect();
         assert!(torn.len() > 4, "sector subsets: {}", torn.len());
     }
 
