@@ -1,0 +1,208 @@
+//! I/O faults under the real store.
+//!
+//! Each case opens a store through the fault-injecting VFS, arms one plan — the `nth` read,
+//! write, sync, truncate or lock call from now on, and the `count - 1` after it, fail with EIO,
+//! ENOSPC or a short write — and runs a random sequence (basic or Advanced, groups, reopens)
+//! compared with the reference model. A request may fail only with SQLite's I/O error or
+//! "database or disk is full" (then the model skips it: it must have changed nothing); every
+//! other answer must equal the model's; the store may instead report itself `Closed`, but no
+//! call may hang (each is bounded by a watchdog). The fault stops at a random step (or at the
+//! end); then the store must serve a write and a read, every row of every table must equal the
+//! model's (nothing half-written, I6/I15), and after closing and reopening the file the rows
+//! must be the same and `integrity_check` ok.
+//!
+//! `AGENT_SESSIONS_VFS_CASES=N` runs N cases per property (a soak).
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use agent_sessions::hooks::pool::Faults;
+use agent_sessions::Durability;
+use common::{adv_steps, basic_steps, cases, integrity, run_property, serves, Live, Mode, S};
+use faultvfs::{Fault, Kind, Plan};
+use proptest::prelude::*;
+use proptests::advanced::compare_rows;
+
+fn plan() -> impl Strategy<Value = Plan> {
+    let kind = prop::sample::select(Kind::ALL.to_vec());
+    let fault = prop::sample::select(vec![Fault::Eio, Fault::Enospc, Fault::Short]);
+    // Mostly one failing call; sometimes a few; sometimes every call until the fault stops.
+    let count = prop_oneof![6 => Just(1u64), 3 => 2..6u64, 2 => Just(u64::MAX)];
+    // `nth` spans about one sequence's calls of that kind (truncates are rare: closes and
+    // checkpoints; syncs and locks come once or twice per commit).
+    (kind, any::<u64>(), count, fault).prop_map(|(kind, r, count, fault)| {
+        let span = match kind {
+            Kind::Read => 40,
+            Kind::Write => 60,
+            Kind::Sync => 8,
+            Kind::Truncate => 2,
+            Kind::Lock => 5,
+        };
+        Plan {
+            kind,
+            nth: 1 + r % span,
+            count,
+            fault,
+        }
+    })
+}
+
+#[derive(Default)]
+struct Counts {
+    cases: AtomicU64,
+    fired: [AtomicU64; 5],
+    calls: [AtomicU64; 5],
+    failed_requests: AtomicU64,
+    misreported: AtomicU64,
+    resurrected: AtomicU64,
+    closed: AtomicU64,
+}
+
+fn case(
+    steps: &[S],
+    plan: Plan,
+    stop_at: usize,
+    durability: Durability,
+    counts: &Counts,
+) -> Result<(), String> {
+    let mut live = Live::new(durability, Faults::default(), false)?;
+    let calls_before: Vec<u64> = Kind::ALL.iter().map(|k| live.scope.calls(*k)).collect();
+    live.scope.arm(plan);
+    let mut fired = [0u64; 5];
+    for (i, step) in steps.iter().enumerate() {
+        if i == stop_at {
+            live.scope.disarm();
+        }
+        live.step(i, step, Mode::Faulty)
+            .map_err(|e| format!("{plan:?}: {e}"))?;
+        if live.closed {
+            break;
+        }
+    }
+    live.scope.disarm();
+    for (n, k) in Kind::ALL.iter().enumerate() {
+        fired[n] = live.scope.fired(*k);
+        counts.fired[n].fetch_add(fired[n], Ordering::Relaxed);
+        counts.calls[n].fetch_add(live.scope.calls(*k) - calls_before[n], Ordering::Relaxed);
+    }
+    counts.cases.fetch_add(1, Ordering::Relaxed);
+    counts
+        .failed_requests
+        .fetch_add(live.failed as u64, Ordering::Relaxed);
+    counts
+        .misreported
+        .fetch_add(live.misreported as u64, Ordering::Relaxed);
+    let what = format!(
+        "{plan:?} (fired {fired:?}, {} requests failed)",
+        live.failed
+    );
+    if live.closed {
+        // Allowed: the store reported itself closed instead of hanging. It must reopen.
+        counts.closed.fetch_add(1, Ordering::Relaxed);
+        live.close();
+        live.open()
+            .map_err(|e| format!("{what}: reopening a store that closed itself: {e}"))?;
+        live.resolve_unknown_outcome()
+            .map_err(|e| format!("{what}: {e}"))?;
+    }
+    // The fault has stopped: the store serves, and nothing was half-written.
+    let store = live.store.clone().expect("open");
+    serves(&store, &mut live.model).map_err(|e| format!("{what}: {e}"))?;
+    if let Some(m) = live.unknown_outcome.as_mut() {
+        let _ = proptests::model_apply(m, &common::serve_write());
+    }
+    compare_rows(&live.path, &live.model).map_err(|e| format!("{what}: rows: {e}"))?;
+    // And the file says the same after a reopen.
+    live.close();
+    integrity(&live.path).map_err(|e| format!("{what}: {e}"))?;
+    live.open()
+        .map_err(|e| format!("{what}: reopening after the fault: {e}"))?;
+    live.resolve_unknown_outcome()
+        .map_err(|e| format!("{what}: {e}"))?;
+    counts
+        .resurrected
+        .fetch_add(live.resurrected as u64, Ordering::Relaxed);
+    compare_rows(&live.path, &live.model).map_err(|e| format!("{what}: rows after reopen: {e}"))?;
+    live.close();
+    Ok(())
+}
+
+fn property(steps: impl Strategy<Value = Vec<S>>, durability: Durability, n: u32, what: &str) {
+    let counts = Counts::default();
+    let verdict = run_property(
+        cases(n),
+        Some("regressions/io_faults.txt"),
+        (steps, plan(), 0..40usize),
+        |(steps, plan, stop_at)| case(&steps, plan, stop_at, durability, &counts),
+    );
+    let load = |a: &[AtomicU64; 5]| -> Vec<(Kind, u64)> {
+        Kind::ALL
+            .iter()
+            .zip(a)
+            .map(|(k, n)| (*k, n.load(Ordering::Relaxed)))
+            .collect()
+    };
+    let fired = load(&counts.fired);
+    let total: u64 = fired.iter().map(|(_, n)| n).sum();
+    eprintln!(
+        "{what}: {} cases, {total} faults injected {fired:?} over calls {:?}; {} requests failed \
+         with the fault ({} of them reads SQLite misreported as \"no such table\"); {} groups told their COMMIT \
+         failed at fsync were applied by the next open's WAL recovery; the store closed itself \
+         in {} cases",
+        counts.cases.load(Ordering::Relaxed),
+        load(&counts.calls),
+        counts.failed_requests.load(Ordering::Relaxed),
+        counts.misreported.load(Ordering::Relaxed),
+        counts.resurrected.load(Ordering::Relaxed),
+        counts.closed.load(Ordering::Relaxed),
+    );
+    if let Err(e) = verdict {
+        panic!("{what}: {e}");
+    }
+    for (kind, n) in &fired {
+        let calls = load(&counts.calls)
+            .into_iter()
+            .find(|(k, _)| k == kind)
+            .map_or(0, |(_, c)| c);
+        assert!(
+            *n > 0 || calls == 0,
+            "{what}: {calls} {kind:?} calls, but no {kind:?} fault was ever injected"
+        );
+    }
+    assert!(total > 0, "{what}: no fault was injected");
+    assert!(
+        counts.failed_requests.load(Ordering::Relaxed) > 0,
+        "{what}: no request ever failed: the faults missed the store"
+    );
+}
+
+#[test]
+fn io_faults_fail_only_the_requests_concerned_basic_full() {
+    property(
+        basic_steps(30),
+        Durability::Full,
+        120,
+        "I/O faults, Full, basic",
+    );
+}
+
+#[test]
+fn io_faults_fail_only_the_requests_concerned_basic_normal() {
+    property(
+        basic_steps(30),
+        Durability::Normal,
+        120,
+        "I/O faults, Normal, basic",
+    );
+}
+
+#[test]
+fn io_faults_fail_only_the_requests_concerned_advanced() {
+    property(
+        adv_steps(30),
+        Durability::Full,
+        100,
+        "I/O faults, Full, Advanced",
+    );
+}
