@@ -114,6 +114,8 @@ struct ScopeState {
     armed: [u64; 5],
     plan: Option<Plan>,
     fired: [u64; 5],
+    /// Writes that reached the file (in part, for a short write).
+    written: u64,
 }
 
 /// The files under one directory: their write trace, their call counts, their fault plan.
@@ -123,8 +125,11 @@ pub struct Scope {
     state: Mutex<ScopeState>,
 }
 
-fn scopes() -> MutexGuard<'static, Vec<(PathBuf, Weak<Scope>)>> {
-    static SCOPES: OnceLock<Mutex<Vec<(PathBuf, Weak<Scope>)>>> = OnceLock::new();
+/// Every registered scope: its canonical directory, and the scope while it lives.
+type Scopes = Vec<(PathBuf, Weak<Scope>)>;
+
+fn scopes() -> MutexGuard<'static, Scopes> {
+    static SCOPES: OnceLock<Mutex<Scopes>> = OnceLock::new();
     SCOPES
         .get_or_init(|| Mutex::new(Vec::new()))
         .lock()
@@ -179,6 +184,11 @@ impl Scope {
     /// Calls of `kind` so far (all files of the scope, all connections).
     pub fn calls(&self, kind: Kind) -> u64 {
         self.lock().calls[kind.index()]
+    }
+
+    /// Writes that reached a file of the scope so far (a short write counts).
+    pub fn writes_done(&self) -> u64 {
+        self.lock().written
     }
 
     /// Faults injected so far, of `kind`.
@@ -653,6 +663,9 @@ unsafe extern "C" fn f_write(
         None => {}
     }
     let rc = (methods(real).xWrite.unwrap())(real, buf, amt_written, off);
+    if rc == ffi::SQLITE_OK {
+        w.scope.lock().written += 1;
+    }
     if rc == ffi::SQLITE_OK && w.scope.record {
         let data = std::slice::from_raw_parts(buf as *const u8, amt_written as usize).to_vec();
         w.scope.push(Event::Write {

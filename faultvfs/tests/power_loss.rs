@@ -227,7 +227,7 @@ fn power_loss_full_keeps_every_acknowledged_group_basic() {
     property(
         basic_steps(30),
         Durability::Full,
-        100,
+        300,
         "regressions/power_loss.txt",
         "power loss, Full, basic",
     );
@@ -238,7 +238,7 @@ fn power_loss_full_keeps_every_acknowledged_group_advanced() {
     property(
         adv_steps(30),
         Durability::Full,
-        80,
+        250,
         "regressions/power_loss.txt",
         "power loss, Full, Advanced",
     );
@@ -249,7 +249,7 @@ fn power_loss_normal_keeps_a_prefix_of_groups_basic() {
     property(
         basic_steps(30),
         Durability::Normal,
-        100,
+        300,
         "regressions/power_loss.txt",
         "power loss, Normal, basic",
     );
@@ -260,7 +260,7 @@ fn power_loss_normal_keeps_a_prefix_of_groups_advanced() {
     property(
         adv_steps(30),
         Durability::Normal,
-        80,
+        250,
         "regressions/power_loss.txt",
         "power loss, Normal, Advanced",
     );
