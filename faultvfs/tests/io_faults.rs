@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use agent_sessions::hooks::pool::Faults;
 use agent_sessions::Durability;
-use common::{adv_steps, basic_steps, cases, integrity, run_property, serves, Live, Mode, S};
+use common::{adv_steps, basic_steps, cases, integrity, run_property, Live, Mode, S};
 use faultvfs::{Fault, Kind, Plan};
 use proptest::prelude::*;
 use proptests::advanced::compare_rows;
@@ -67,7 +67,30 @@ fn case(
     durability: Durability,
     counts: &Counts,
 ) -> Result<(), String> {
-    let mut live = Live::new(durability, Faults::default(), false)?;
+    case_on(
+        steps,
+        plan,
+        stop_at,
+        durability,
+        Faults::default(),
+        None,
+        counts,
+    )
+}
+
+fn case_on(
+    steps: &[S],
+    plan: Plan,
+    stop_at: usize,
+    durability: Durability,
+    faults: Faults,
+    settle: Option<std::time::Duration>,
+    counts: &Counts,
+) -> Result<(), String> {
+    let mut live = Live::new(durability, faults, false)?;
+    if let Some(t) = settle {
+        std::thread::sleep(t); // (the control) let an early-acknowledged commit land first
+    }
     let calls_before: Vec<u64> = Kind::ALL.iter().map(|k| live.scope.calls(*k)).collect();
     live.scope.arm(plan);
     let mut fired = [0u64; 5];
@@ -110,10 +133,15 @@ fn case(
         live.resolve_unknown_outcome()
             .map_err(|e| format!("{what}: {e}"))?;
     }
-    // The fault has stopped: the store serves, and nothing was half-written.
+    // The fault has stopped: nothing was half-written (every row of every table equals the
+    // model's), and the store serves.
+    if let Some(t) = settle {
+        std::thread::sleep(t);
+    }
+    compare_rows(&live.path, &live.model).map_err(|e| format!("{what}: rows: {e}"))?;
     let store = live.store.clone().expect("open");
     let writes = live.scope.writes_done();
-    serves(&store, &mut live.model).map_err(|e| format!("{what}: {e}"))?;
+    common::serves_settled(&store, &mut live.model, settle).map_err(|e| format!("{what}: {e}"))?;
     if live.scope.writes_done() > writes {
         live.unknown_outcome = None; // its frames are written over
     }
@@ -212,6 +240,88 @@ fn io_faults_fail_only_the_requests_concerned_advanced() {
         800,
         "I/O faults, Full, Advanced",
     );
+}
+
+/// Negative control: a store that acknowledges before its COMMIT tells a request "done" whose
+/// COMMIT then fails on an injected write fault; the same checks must catch it (an
+/// acknowledged write missing from the rows). Writes only, so no read catches it first.
+#[test]
+fn negative_control_ack_before_commit_is_caught_by_the_fault_checks() {
+    let counts = Counts::default();
+    let writes = || {
+        basic_steps(30).prop_map(|steps| {
+            steps
+                .into_iter()
+                .filter(|s| !matches!(s, S::One(common::Req::Basic(op)) if !op.is_write()))
+                .collect::<Vec<_>>()
+        })
+    };
+    let plans = (1..60u64, 1..4u64).prop_map(|(nth, count)| Plan {
+        kind: Kind::Write,
+        nth,
+        count,
+        fault: Fault::Eio,
+    });
+    let broken = Faults {
+        reply_before_commit: true,
+        ..Faults::default()
+    };
+    let settle = Some(std::time::Duration::from_millis(20));
+    // Without faults the broken store passes these checks (each step waits for the previous
+    // one's COMMIT on the writer, and the checks wait for the last): what catches it below is
+    // the injected faults.
+    let quiet = Plan {
+        nth: u64::MAX,
+        ..Plan {
+            kind: Kind::Write,
+            nth: 0,
+            count: 1,
+            fault: Fault::Eio,
+        }
+    };
+    let verdict = run_property(20, None, writes(), |steps| {
+        case_on(
+            &steps,
+            quiet,
+            usize::MAX,
+            Durability::Full,
+            broken,
+            settle,
+            &counts,
+        )
+    });
+    assert!(
+        verdict.is_ok(),
+        "the ack-before-commit control fails even without faults: {verdict:?}"
+    );
+    let verdict = run_property(60, None, (writes(), plans), |(steps, plan)| {
+        case_on(
+            &steps,
+            plan,
+            usize::MAX,
+            Durability::Full,
+            broken,
+            settle,
+            &counts,
+        )
+    });
+    match verdict {
+        Err(e) => {
+            let why: String = e
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .chars()
+                .take(400)
+                .collect();
+            eprintln!(
+                "negative control acknowledges before its COMMIT (I/O faults): caught: {why}"
+            );
+        }
+        Ok(()) => {
+            panic!("negative control ack-before-commit: the I/O-fault checks did not catch it")
+        }
+    }
 }
 
 /// Finding, pinned: a group whose COMMIT fails at its fsync (Full) is told it failed, and this

@@ -491,11 +491,24 @@ pub fn serve_write() -> Op {
 
 /// The store serves after whatever happened: a write acknowledged and read back.
 pub fn serves(store: &Store, model: &mut Model) -> Result<(), String> {
+    serves_settled(store, model, None)
+}
+
+/// [`serves`], waiting `settle` between the write and the read (for a negative control whose
+/// acknowledgement comes before its COMMIT).
+pub fn serves_settled(
+    store: &Store,
+    model: &mut Model,
+    settle: Option<Duration>,
+) -> Result<(), String> {
     let add = serve_write();
     let got = wait(store.execute(add.clone()), LIMIT, "a write after the fault");
     let want = model_apply(model, &add);
     if normalize(got.clone()) != normalize(want) {
         return Err(format!("write after the fault: {got:?}"));
+    }
+    if let Some(t) = settle {
+        std::thread::sleep(t);
     }
     let read = Op::GetItems {
         session: "after".into(),
