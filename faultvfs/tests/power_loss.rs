@@ -50,6 +50,11 @@ struct Counts {
     lost_steps: AtomicU64,
     points_losing_acked: AtomicU64,
     in_flight_survived: AtomicU64,
+    /// Crash points whose rows matched an unknown-outcome world: a group told its COMMIT failed
+    /// at fsync survived whole, or (after a reopen had shown it) vanished whole.
+    failed_group_survived: AtomicU64,
+    /// I/O faults injected before the power losses (the after-faults properties).
+    faults: AtomicU64,
 }
 
 impl Counts {
@@ -57,13 +62,16 @@ impl Counts {
         eprintln!(
             "{what}: {} cases, {} crash points explored ({} with unsynced writes); \
              {} points lost acknowledged steps ({} steps in all); the step in flight survived \
-             at {} points",
+             at {} points; the rows were an unknown-outcome world (a group told its \
+             COMMIT failed at fsync, survived or vanished whole) at {} points; {} I/O faults injected before the losses",
             self.cases.load(Ordering::Relaxed),
             self.points.load(Ordering::Relaxed),
             self.unsynced_points.load(Ordering::Relaxed),
             self.points_losing_acked.load(Ordering::Relaxed),
             self.lost_steps.load(Ordering::Relaxed),
             self.in_flight_survived.load(Ordering::Relaxed),
+            self.failed_group_survived.load(Ordering::Relaxed),
+            self.faults.load(Ordering::Relaxed),
         );
     }
 }
@@ -76,17 +84,58 @@ fn case(
     seed: u64,
     counts: &Counts,
 ) -> Result<(), String> {
+    case_with_faults(steps, durability, faults, None, seed, counts)
+}
+
+/// [`case`], with an I/O-fault plan armed after the open (and disarmed at step `stop_at`)
+/// when one is given: requests may then fail with the fault (the model skips them), and a
+/// group whose COMMIT failed at its fsync may survive the power loss whole (its frames are on
+/// disk: `Live::unknown_outcome`) — or not at all.
+fn case_with_faults(
+    steps: &[S],
+    durability: Durability,
+    faults: Faults,
+    plan: Option<(faultvfs::Plan, usize)>,
+    seed: u64,
+    counts: &Counts,
+) -> Result<(), String> {
     let mut live = Live::new(durability, faults, true)?;
+    let mode = if let Some((plan, _)) = plan {
+        live.scope.arm(plan);
+        Mode::Faulty
+    } else {
+        Mode::Exact
+    };
     // ack_at[j]: events recorded when write step j was acknowledged (0: the open and its
-    // table creation); snaps[j]: the model then.
+    // table creation); snaps[j]: the model then; alts[j]: the model with a failed-at-fsync
+    // group that could still reappear then.
     let mut ack_at = vec![live.scope.events()];
     let mut snaps: Vec<Model> = vec![live.model.clone()];
+    let mut alts: Vec<Option<Model>> = vec![None];
+    // doubts[j]: a group a reopen showed applied although its COMMIT failed at fsync, before
+    // any sync made it durable: the model without it, and the trace length when it was seen.
+    let mut doubts: Vec<Option<(Model, usize)>> = vec![None];
     for (i, step) in steps.iter().enumerate() {
-        if live.step(i, step, Mode::Exact)? {
+        if plan.is_some_and(|(_, stop)| stop == i) {
+            live.scope.disarm();
+        }
+        let what = plan.map(|(p, _)| format!("{p:?}: ")).unwrap_or_default();
+        if live.step(i, step, mode).map_err(|e| format!("{what}{e}"))? {
             ack_at.push(live.scope.events());
             snaps.push(live.model.clone());
+            alts.push(live.unknown_outcome.clone());
+            doubts.push(live.resurrected_unsynced.clone());
+        }
+        if live.closed {
+            break;
         }
     }
+    live.scope.disarm();
+    let fired: u64 = faultvfs::Kind::ALL
+        .iter()
+        .map(|k| live.scope.fired(*k))
+        .sum();
+    counts.faults.fetch_add(fired, Ordering::Relaxed);
     live.close();
     let trace = live.scope.trace();
     counts.cases.fetch_add(1, Ordering::Relaxed);
@@ -130,8 +179,26 @@ fn case(
              write steps acknowledged, {durability:?}",
             trace.len()
         );
-        let matched = check_image(&replay, loss, &snaps, lowest, highest)
-            .map_err(|e| format!("{where_}: {e}"))?;
+        let mut candidates: Vec<(usize, &Model, bool)> = Vec::new();
+        for j in (lowest..=highest).rev() {
+            candidates.push((j, &snaps[j], false));
+            if let Some(alt) = &alts[j] {
+                candidates.push((j, alt, true));
+            }
+            if let Some((without, seen)) = &doubts[j] {
+                let synced_since = trace[(*seen).min(k)..k]
+                    .iter()
+                    .any(|e| matches!(e, Event::Sync { .. }));
+                if !synced_since {
+                    candidates.push((j, without, true));
+                }
+            }
+        }
+        let (matched, failed_group_survived) =
+            check_image(&replay, loss, &candidates).map_err(|e| format!("{where_}: {e}"))?;
+        if failed_group_survived {
+            counts.failed_group_survived.fetch_add(1, Ordering::Relaxed);
+        }
         counts.points.fetch_add(1, Ordering::Relaxed);
         if unsynced > 0 {
             counts.unsynced_points.fetch_add(1, Ordering::Relaxed);
@@ -148,14 +215,14 @@ fn case(
     Ok(())
 }
 
-/// Reopen on the image and find the newest model state in `lowest..=highest` it equals.
+/// Reopen on the image and find the first of the candidate model states (newest first; each
+/// with the write step it stands for, and whether it is a failed-at-fsync group's survival)
+/// it equals.
 fn check_image(
     replay: &Replay<'_>,
     loss: Loss,
-    snaps: &[Model],
-    lowest: usize,
-    highest: usize,
-) -> Result<usize, String> {
+    candidates: &[(usize, &Model, bool)],
+) -> Result<(usize, bool), String> {
     let dir = tmpdir();
     faultvfs::write_image(dir.path(), &replay.image(loss)).map_err(|e| e.to_string())?;
     let path = dir.path().join("prop.db");
@@ -169,24 +236,25 @@ fn check_image(
         .map_err(|e| format!("reopening after the power loss: {e}"))?;
     let mut closest = String::new();
     let mut matched = None;
-    for j in (lowest..=highest).rev() {
-        match compare_rows(&path, &snaps[j]) {
+    for (j, m, alt) in candidates {
+        match compare_rows(&path, m) {
             Ok(()) => {
-                matched = Some(j);
+                matched = Some((*j, *m, *alt));
                 break;
             }
             Err(e) if closest.is_empty() => closest = format!("vs step {j}: {e}"),
             Err(_) => {}
         }
     }
-    let Some(j) = matched else {
+    let steps: Vec<usize> = candidates.iter().map(|(j, _, _)| *j).collect();
+    let Some((j, m, alt)) = matched else {
         store.close();
         return Err(format!(
-            "the surviving rows equal no model state of steps {lowest}..={highest} \
+            "the surviving rows equal no model state of steps {steps:?} \
              (a lost acknowledged write, or a group visible in part); {closest}"
         ));
     };
-    let mut model = snaps[j].clone();
+    let mut model = m.clone();
     serves(&store, &mut model)?;
     store.close();
     common::wait(
@@ -195,7 +263,7 @@ fn check_image(
         "closing the reopened store",
     );
     integrity(&path)?;
-    Ok(j)
+    Ok((j, alt))
 }
 
 fn property(
@@ -263,6 +331,79 @@ fn power_loss_normal_keeps_a_prefix_of_groups_advanced() {
         250,
         "regressions/power_loss.txt",
         "power loss, Normal, Advanced",
+    );
+}
+
+fn plan() -> impl Strategy<Value = faultvfs::Plan> {
+    use faultvfs::{Fault, Kind, Plan};
+    let kind = prop::sample::select(vec![Kind::Write, Kind::Sync, Kind::Read, Kind::Truncate]);
+    let fault = prop::sample::select(vec![Fault::Eio, Fault::Enospc, Fault::Short]);
+    let count = prop_oneof![3 => Just(1u64), 1 => 2..5u64, 1 => Just(u64::MAX)];
+    (kind, any::<u64>(), count, fault).prop_map(|(kind, r, count, fault)| {
+        let span = match kind {
+            Kind::Write => 60,
+            Kind::Read => 40,
+            Kind::Sync => 8,
+            _ => 2,
+        };
+        Plan {
+            kind,
+            nth: 1 + r % span,
+            count,
+            fault,
+        }
+    })
+}
+
+/// I/O faults first, then the power loss: a fsync that failed leaves its writes unsynced (the
+/// VFS records no sync), so they are at risk; a group told its COMMIT failed may survive whole
+/// or vanish, never in part; everything acknowledged (Full) survives.
+fn property_after_faults(durability: Durability, n: u32, what: &str) {
+    let counts = Counts::default();
+    let verdict = run_property(
+        cases(n),
+        Some("regressions/power_loss.txt"),
+        (basic_steps(30), plan(), 0..40usize, any::<u64>()),
+        |(steps, plan, stop_at, seed)| {
+            case_with_faults(
+                &steps,
+                durability,
+                Faults::default(),
+                Some((plan, stop_at)),
+                seed,
+                &counts,
+            )
+        },
+    );
+    counts.report(what);
+    if let Err(e) = verdict {
+        panic!("{what}: {e}");
+    }
+    assert!(
+        counts.unsynced_points.load(Ordering::Relaxed) > 0,
+        "{what}: no crash point had unsynced writes: nothing was at risk"
+    );
+    assert!(
+        counts.faults.load(Ordering::Relaxed) > 0,
+        "{what}: no I/O fault was injected"
+    );
+}
+
+#[test]
+fn power_loss_after_io_faults_full() {
+    property_after_faults(
+        Durability::Full,
+        150,
+        "power loss after I/O faults, Full, basic",
+    );
+}
+
+#[test]
+fn power_loss_after_io_faults_normal() {
+    property_after_faults(
+        Durability::Normal,
+        150,
+        "power loss after I/O faults, Normal, basic",
     );
 }
 

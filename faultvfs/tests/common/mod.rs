@@ -198,6 +198,10 @@ pub struct Live {
     pub unknown_outcome: Option<Model>,
     /// Failed-at-fsync groups that a reopen showed applied.
     pub resurrected: usize,
+    /// When a reopen showed such a group applied: the model without it, and the trace length
+    /// then. The group's frames were never synced, so until the next successful sync a power
+    /// loss may still take it away (whole).
+    pub resurrected_unsynced: Option<(Model, usize)>,
 }
 
 impl Live {
@@ -222,6 +226,7 @@ impl Live {
             stale_generations: 0,
             unknown_outcome: None,
             resurrected: 0,
+            resurrected_unsynced: None,
         };
         live.open().map_err(|e| format!("open: {e}"))?;
         Ok(live)
@@ -369,7 +374,8 @@ impl Live {
         }
         match proptests::advanced::compare_rows(&self.path, &with_group) {
             Ok(()) => {
-                self.model = with_group;
+                let without = std::mem::replace(&mut self.model, with_group);
+                self.resurrected_unsynced = Some((without, self.scope.events()));
                 self.resurrected += 1;
                 Ok(())
             }
