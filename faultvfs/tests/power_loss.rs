@@ -358,12 +358,17 @@ fn plan() -> impl Strategy<Value = faultvfs::Plan> {
 /// I/O faults first, then the power loss: a fsync that failed leaves its writes unsynced (the
 /// VFS records no sync), so they are at risk; a group told its COMMIT failed may survive whole
 /// or vanish, never in part; everything acknowledged (Full) survives.
-fn property_after_faults(durability: Durability, n: u32, what: &str) {
+fn property_after_faults(
+    steps: impl Strategy<Value = Vec<S>>,
+    durability: Durability,
+    n: u32,
+    what: &str,
+) {
     let counts = Counts::default();
     let verdict = run_property(
         cases(n),
         Some("regressions/power_loss.txt"),
-        (basic_steps(30), plan(), 0..40usize, any::<u64>()),
+        (steps, plan(), 0..40usize, any::<u64>()),
         |(steps, plan, stop_at, seed)| {
             case_with_faults(
                 &steps,
@@ -390,8 +395,9 @@ fn property_after_faults(durability: Durability, n: u32, what: &str) {
 }
 
 #[test]
-fn power_loss_after_io_faults_full() {
+fn power_loss_after_io_faults_full_basic() {
     property_after_faults(
+        basic_steps(30),
         Durability::Full,
         150,
         "power loss after I/O faults, Full, basic",
@@ -399,11 +405,22 @@ fn power_loss_after_io_faults_full() {
 }
 
 #[test]
-fn power_loss_after_io_faults_normal() {
+fn power_loss_after_io_faults_normal_basic() {
     property_after_faults(
+        basic_steps(30),
         Durability::Normal,
         150,
         "power loss after I/O faults, Normal, basic",
+    );
+}
+
+#[test]
+fn power_loss_after_io_faults_full_advanced() {
+    property_after_faults(
+        adv_steps(30),
+        Durability::Full,
+        120,
+        "power loss after I/O faults, Full, Advanced",
     );
 }
 
