@@ -114,7 +114,7 @@ fn case_with_faults(
     let mut alts: Vec<Option<Model>> = vec![None];
     // doubts[j]: a group a reopen showed applied although its COMMIT failed at fsync, before
     // any sync made it durable: the model without it, and the trace length when it was seen.
-    let mut doubts: Vec<Option<(Model, usize)>> = vec![None];
+    let mut doubts: Vec<Vec<(Model, usize)>> = vec![Vec::new()];
     for (i, step) in steps.iter().enumerate() {
         if plan.is_some_and(|(_, stop)| stop == i) {
             live.scope.disarm();
@@ -185,7 +185,7 @@ fn case_with_faults(
             if let Some(alt) = &alts[j] {
                 candidates.push((j, alt, true));
             }
-            if let Some((without, seen)) = &doubts[j] {
+            for (without, seen) in doubts[j].iter().rev() {
                 let synced_since = trace[(*seen).min(k)..k]
                     .iter()
                     .any(|e| matches!(e, Event::Sync { .. }));

@@ -198,10 +198,10 @@ pub struct Live {
     pub unknown_outcome: Option<Model>,
     /// Failed-at-fsync groups that a reopen showed applied.
     pub resurrected: usize,
-    /// When a reopen showed such a group applied: the model without it, and the trace length
-    /// then. The group's frames were never synced, so until the next successful sync a power
-    /// loss may still take it away (whole).
-    pub resurrected_unsynced: Option<(Model, usize)>,
+    /// Each time a reopen showed such a group applied: the model without it, and the trace
+    /// length then. The group's frames were never synced, so until the next successful sync a
+    /// power loss may still take it away (whole, with every later one).
+    pub resurrected_unsynced: Vec<(Model, usize)>,
 }
 
 impl Live {
@@ -226,7 +226,7 @@ impl Live {
             stale_generations: 0,
             unknown_outcome: None,
             resurrected: 0,
-            resurrected_unsynced: None,
+            resurrected_unsynced: Vec::new(),
         };
         live.open().map_err(|e| format!("open: {e}"))?;
         Ok(live)
@@ -383,7 +383,8 @@ impl Live {
         match proptests::advanced::compare_rows(&self.path, &with_group) {
             Ok(()) => {
                 let without = std::mem::replace(&mut self.model, with_group);
-                self.resurrected_unsynced = Some((without, self.scope.events()));
+                self.resurrected_unsynced
+                    .push((without, self.scope.events()));
                 self.resurrected += 1;
                 Ok(())
             }
