@@ -329,6 +329,15 @@ impl StoreBuilder {
         self
     }
 
+    /// Test hook: open every connection through the registered SQLite VFS of this name
+    /// (e.g. a fault-injecting one) instead of SQLite's default.
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    pub fn vfs(mut self, name: impl Into<String>) -> Self {
+        self.options.vfs = Some(name.into());
+        self
+    }
+
     /// Deliberately broken protocol variants, for negative controls.
     #[cfg(feature = "test-hooks")]
     #[doc(hidden)]

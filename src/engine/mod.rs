@@ -57,6 +57,9 @@ pub(crate) struct OpenOptions {
     pub(crate) ensure_ascii: bool,
     /// Test hook: cap the database at this many pages, so writes meet a full database.
     pub(crate) max_page_count: Option<u32>,
+    /// Test hook: open every connection through the SQLite VFS of this name (e.g. a
+    /// fault-injecting one); `None`: SQLite's default VFS.
+    pub(crate) vfs: Option<String>,
 }
 
 impl Default for OpenOptions {
@@ -70,6 +73,7 @@ impl Default for OpenOptions {
             structure: false,
             ensure_ascii: true,
             max_page_count: None,
+            vfs: None,
         }
     }
 }

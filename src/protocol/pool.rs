@@ -38,6 +38,12 @@ pub struct Faults {
     pub leak_connections: bool,
     /// The closed latch is set before the drain and the joins (breaks I3 for waiters).
     pub signal_closed_early: bool,
+    /// The writer connection runs `synchronous=OFF` whatever the durability says (breaks
+    /// `Durability::Full` on power loss).
+    pub synchronous_off: bool,
+    /// A batch of two or more requests is committed as two transactions (breaks I6: a power
+    /// loss between them leaves the group visible in part).
+    pub split_batch: bool,
 }
 
 /// Sizes of the pool.
@@ -359,7 +365,18 @@ fn run_batch<C: Connection>(
         results.extend(batch.iter().map(|_| Err(e.clone())));
         return send_all(batch, results);
     }
-    for req in batch.iter() {
+    for (i, req) in batch.iter().enumerate() {
+        if faults.split_batch && i > 0 && i == batch.len() / 2 && conn.in_transaction() {
+            // Broken on purpose: the first half of the group commits on its own.
+            let _ = conn.commit();
+            if conn.in_transaction() {
+                conn.rollback();
+            }
+            if let Err(e) = conn.begin() {
+                results.extend(std::iter::repeat_n(Err(e), batch.len() - i));
+                return send_all(batch, results);
+            }
+        }
         let result = run_one(conn, req);
         if let Err(cause) = &result {
             if !conn.in_transaction() {

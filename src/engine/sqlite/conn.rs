@@ -27,6 +27,11 @@ pub(crate) struct ConnOptions {
     /// Fault injection for tests: cap the file at this many pages (`PRAGMA max_page_count` on
     /// the writer), so writes meet a full database (SQLITE_FULL) at a chosen size.
     pub(crate) max_page_count: Option<u32>,
+    /// Test hook: the SQLite VFS to open connections through (`None`: the default one).
+    pub(crate) vfs: Option<String>,
+    /// Negative control (`Faults::synchronous_off`): the writer runs `synchronous=OFF`
+    /// whatever the durability claims.
+    pub(crate) synchronous_off: bool,
 }
 
 /// Opens connections to one file (or one private in-memory database).
@@ -61,15 +66,17 @@ impl SqliteEngine {
     fn open_conn(&self, role: Role) -> Result<Sql> {
         let what = self.describe();
         let base = OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let open = |p: &PathBuf, flags| match &self.options.vfs {
+            Some(vfs) => Sql::open_with_flags_and_vfs(p, flags, vfs.as_str()),
+            None => Sql::open_with_flags(p, flags),
+        };
         let conn = match (&self.path, role) {
             (None, _) => Sql::open_in_memory(),
-            (Some(p), Role::Writer) => Sql::open_with_flags(
+            (Some(p), Role::Writer) => open(
                 p,
                 base | OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
             ),
-            (Some(p), Role::Reader(_)) => {
-                Sql::open_with_flags(p, base | OpenFlags::SQLITE_OPEN_READ_ONLY)
-            }
+            (Some(p), Role::Reader(_)) => open(p, base | OpenFlags::SQLITE_OPEN_READ_ONLY),
         }
         .context(format!("opening {what}"))?;
         conn.busy_timeout(self.options.busy_timeout)?;
@@ -85,6 +92,7 @@ impl SqliteEngine {
             if role == Role::Writer {
                 enable_wal(&conn, self.options.busy_timeout).map_err(|e| not_a_db(e, &what))?;
                 let sync = match self.options.durability {
+                    _ if self.options.synchronous_off => "OFF", // negative control only
                     Durability::Normal => "NORMAL",
                     Durability::Full => "FULL",
                 };

@@ -25,6 +25,8 @@ fn conn_options(o: &OpenOptions) -> ConnOptions {
         durability: o.durability.unwrap_or(Durability::Normal),
         busy_timeout: o.busy_timeout,
         max_page_count: o.max_page_count,
+        vfs: o.vfs.clone(),
+        synchronous_off: o.pool.faults.synchronous_off,
     }
 }
 
