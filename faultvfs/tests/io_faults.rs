@@ -55,7 +55,6 @@ struct Counts {
     calls: [AtomicU64; 5],
     failed_requests: AtomicU64,
     misreported: AtomicU64,
-    stale_generations: AtomicU64,
     resurrected: AtomicU64,
     closed: AtomicU64,
 }
@@ -117,9 +116,6 @@ fn case_on(
     counts
         .misreported
         .fetch_add(live.misreported as u64, Ordering::Relaxed);
-    counts
-        .stale_generations
-        .fetch_add(live.stale_generations as u64, Ordering::Relaxed);
     let what = format!(
         "{plan:?} (fired {fired:?}, {} requests failed)",
         live.failed
@@ -180,15 +176,13 @@ fn property(steps: impl Strategy<Value = Vec<S>>, durability: Durability, n: u32
     let total: u64 = fired.iter().map(|(_, n)| n).sum();
     eprintln!(
         "{what}: {} cases, {total} faults injected {fired:?} over calls {:?}; {} requests failed \
-         with the fault ({} of them reads SQLite misreported as \"no such table\"); {} Advanced reads under a \
-         read fault answered an older clear generation (store bug); {} groups told their COMMIT \
+         with the fault ({} of them reads SQLite misreported as \"no such table\"); {} groups told their COMMIT \
          failed at fsync were applied by the next open's WAL recovery; the store closed itself \
          in {} cases",
         counts.cases.load(Ordering::Relaxed),
         load(&counts.calls),
         counts.failed_requests.load(Ordering::Relaxed),
         counts.misreported.load(Ordering::Relaxed),
-        counts.stale_generations.load(Ordering::Relaxed),
         counts.resurrected.load(Ordering::Relaxed),
         counts.closed.load(Ordering::Relaxed),
     );
@@ -400,17 +394,14 @@ fn a_read_fault_on_a_stale_reader_is_reported_as_no_such_table() {
     live.close();
 }
 
-/// STORE BUG, pinned (see `stale_generation` in `tests/common/mod.rs`): the first clear of a
-/// file creates `session_clear_generations`, so every reader's schema is stale; an Advanced read
-/// whose schema re-check meets an I/O error gets SQLite's stale "no such table", which
-/// `read_generation` takes for "never cleared: generation 0". A handle on branch `b1` at
-/// generation 1 then looks stale (1 != 0), and its default-branch `get_items` answers Ok with
-/// *main's* items instead of b1's — a wrong answer, not an error. (The same read runs inside
-/// writes — delete_branch, create_branch_from_content — on a writer whose schema another
-/// process made stale.) This test asserts what happens today; when it fails, `read_generation`
-/// was fixed: drop the tolerance and this test.
+/// Regression (found by these tests): the first clear of a file creates
+/// `session_clear_generations`, so every reader's schema is stale; an Advanced read whose schema
+/// re-check meets an I/O error gets SQLite's stale "no such table". `read_generation` used to take
+/// that for "never cleared: generation 0", so a handle on branch `b1` at generation 1 looked
+/// stale and its default-branch `get_items` answered Ok with *main's* items. Now the read fails
+/// (the schema says the table exists), or — if the fault missed the check — answers b1's items.
 #[test]
-fn known_bug_a_read_fault_after_the_first_clear_reads_the_wrong_branch() {
+fn a_read_fault_after_the_first_clear_never_reads_the_wrong_branch() {
     use agent_sessions::{AdvancedAnswer, AdvancedOp, Outcome};
     use serde_json::json;
     let mut live = Live::new(Durability::Normal, Faults::default(), false).expect("open");
@@ -462,17 +453,13 @@ fn known_bug_a_read_fault_after_the_first_clear_reads_the_wrong_branch() {
         _ => None,
     };
     let (want_items, ..) = items(&want).expect("the model answers b1's items");
-    match items(&got) {
-        Some((got_items, branch, Some(0))) if got_items != want_items && branch == "main" => {
-            eprintln!(
-                "known bug reproduced: a read of branch b1 under a read fault answered Ok with \
-                 main's items {got_items:?} (b1 has {want_items:?}) at generation 0"
-            )
-        }
-        _ => panic!(
-            "the known read_generation bug did not reproduce (fixed? then remove the tolerance \
-             in tests/common/mod.rs and this test): {got:?}"
+    match (&got, items(&got)) {
+        (_, Some((got_items, branch, _))) => assert!(
+            got_items == want_items && branch == "b1",
+            "a read under a read fault answered {got_items:?} on {branch} (b1 has {want_items:?})"
         ),
+        (Err(e), None) => eprintln!("the read under a read fault failed, as it must: {e}"),
+        (Ok(other), None) => panic!("unexpected answer {other:?}"),
     }
     live.close();
 }

@@ -372,7 +372,7 @@ fn run_batch<C: Connection>(
             if conn.in_transaction() {
                 conn.rollback();
             }
-            if let Err(e) = conn.begin() {
+            if let Err(e) = conn.begin(&mut batch.iter().map(|r| (&*r.ctx, &r.op))) {
                 results.extend(std::iter::repeat_n(Err(e), batch.len() - i));
                 return send_all(batch, results);
             }

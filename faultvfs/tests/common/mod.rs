@@ -186,9 +186,6 @@ pub struct Live {
     /// Reads whose injected I/O error SQLite reported as "no such table" (see
     /// `misreported_read_fault`).
     pub misreported: usize,
-    /// Advanced reads that met an injected read fault and answered Ok with an older clear
-    /// generation than the durable one (the store bug described at `stale_generation`).
-    pub stale_generations: usize,
     /// The model had a group whose COMMIT failed at its fsync been applied: such a group's WAL
     /// frames are complete on disk, so the next open's WAL recovery may apply it although
     /// every request of it was told it failed — as long as nothing has written to the files
@@ -223,7 +220,6 @@ impl Live {
             failed: 0,
             closed: false,
             misreported: 0,
-            stale_generations: 0,
             unknown_outcome: None,
             resurrected: 0,
             resurrected_unsynced: Vec::new(),
@@ -345,9 +341,7 @@ impl Live {
             }
             let got = normalize(got);
             let want = normalize(model_apply(&mut self.model, &op));
-            if read_fault && stale_generation(&got, &want) {
-                self.stale_generations += 1; // the model's answer is merged below
-            } else if got != want {
+            if got != want {
                 return Err(format!("step {i} {op:?}: store {got:?} != model {want:?}"));
             }
             if let (Some((h, s, sent)), Ok(Outcome::Advanced { view, .. })) = (view, &want) {
@@ -413,24 +407,6 @@ fn misreported_read_fault(got: &Result<Outcome, Error>) -> bool {
             ..
         }) => message.contains("no such table"),
         Err(Error::Schema(message)) => message.contains("structure tables"),
-        _ => false,
-    }
-}
-
-/// STORE BUG (found by these tests): `read_generation` (`src/engine/sqlite/rows.rs`) takes any
-/// "no such table" as "no clear ever happened: generation 0". Under the SQLite behaviour above,
-/// an Advanced read under a read fault on a stale reader thus proceeds at generation 0 although
-/// a clear was acknowledged: a handle that knows a newer generation looks stale, so its
-/// default-branch read runs on `main` (a wrong answer; pinned by
-/// `known_bug_a_read_fault_after_the_first_clear_reads_the_wrong_branch`). Tolerated — counted
-/// and printed — only for a read during which a read fault fired and whose reported generation
-/// is older than the model's. Remove this once `read_generation` tells a missing table from a
-/// failed check.
-fn stale_generation(got: &Result<Outcome, Error>, want: &Result<Outcome, Error>) -> bool {
-    match (got, want) {
-        (Ok(Outcome::Advanced { view: gv, .. }), Ok(Outcome::Advanced { view: wv, .. })) => {
-            gv.generation < wv.generation
-        }
         _ => false,
     }
 }

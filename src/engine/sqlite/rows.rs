@@ -78,7 +78,18 @@ impl GenerationRows for SqliteRows<'_> {
     fn read_generation(&mut self, session: &str) -> Result<i64> {
         let mut stmt = match self.conn.prepare_cached(sql::GEN_SELECT) {
             Ok(stmt) => stmt,
-            Err(e) if e.to_string().contains("no such table") => return Ok(0),
+            // SQLite also says "no such table" when the re-check of a stale schema meets an I/O
+            // error (found by the fault-injecting VFS): believe it only if the schema agrees,
+            // or a failed read would pass for "never cleared" and read the wrong branch.
+            Err(e) if e.to_string().contains("no such table") => {
+                return match self.exists(sql::TABLE_NAME, params!["session_clear_generations"])? {
+                    false => Ok(0),
+                    true => Err(Error::from(e).within(
+                        "SQLite reports session_clear_generations missing although the schema \
+                         lists it (its re-check of the schema failed, usually an I/O error)",
+                    )),
+                };
+            }
             Err(e) => return Err(e.into()),
         };
         Ok(stmt
