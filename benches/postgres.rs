@@ -27,6 +27,18 @@ use serde_json::{json, Value};
 const WRITERS: usize = 30;
 const READERS: usize = 10;
 
+fn rounds() -> usize {
+    std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3)
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
 fn seconds() -> f64 {
     std::env::var("BENCH_SECONDS")
         .ok()
@@ -77,10 +89,15 @@ fn ceiling(admin: &mut postgres::Client, per_tx: usize) -> f64 {
 }
 
 /// The store under the workload: (writes/s, reads/s, most server connections seen).
-fn store(admin: &mut postgres::Client) -> (f64, f64, i64) {
+fn store(admin: &mut postgres::Client, readers: usize) -> (f64, f64, i64) {
     let url = fresh_schema(admin, "bench_store");
+    let pool_readers = std::env::var("BENCH_POOL_READERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
     let store = Store::builder(url.as_str())
         .durability(Durability::Full)
+        .readers(pool_readers)
         .open()
         .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
@@ -104,7 +121,7 @@ fn store(admin: &mut postgres::Client) -> (f64, f64, i64) {
             }
         }));
     }
-    for r in 0..READERS {
+    for r in 0..readers {
         let (s, stop, reads) = (
             store.session(format!("w{r}")).blocking(),
             stop.clone(),
@@ -135,6 +152,12 @@ fn store(admin: &mut postgres::Client) -> (f64, f64, i64) {
         t.join().unwrap();
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let stats = store.pool_stats();
+    eprintln!(
+        "  (store: {} groups, {:.1} requests each on average)",
+        stats.write_batches,
+        stats.write_requests as f64 / stats.write_batches.max(1) as f64
+    );
     store.close();
     (
         writes.load(Ordering::Relaxed) as f64 / elapsed,
@@ -168,18 +191,32 @@ fn main() {
         .get(0);
     let fsync: String = admin.query_one("SHOW fsync", &[]).unwrap().get(0);
     println!(
-        "PostgreSQL, fsync={fsync}, synchronous_commit={sync}; {WRITERS} writers + {READERS} \
-         readers, {} s per phase",
-        seconds()
+        "PostgreSQL, fsync={fsync}, synchronous_commit={sync}; {WRITERS} writers (+ {READERS} \
+         readers), {} s per phase, {} alternating rounds, medians",
+        seconds(),
+        rounds()
     );
-    let raw = ceiling(&mut admin, WRITERS);
+    let (mut raw, mut alone, mut mixed, mut reads) = (vec![], vec![], vec![], vec![]);
+    let mut conns = 0;
+    for _ in 0..rounds() {
+        raw.push(ceiling(&mut admin, WRITERS));
+        alone.push(store(&mut admin, 0).0);
+        let (w, r, c) = store(&mut admin, READERS);
+        mixed.push(w);
+        reads.push(r);
+        conns = conns.max(c);
+    }
+    let (raw, alone, w) = (median(raw), median(alone), median(mixed));
     println!("ceiling (1 connection, {WRITERS} requests/transaction): {raw:8.0} requests/s");
-    let (w, r, conns) = store(&mut admin);
     println!(
-        "agent-sessions (Full):                        {w:8.0} writes/s, {r:.0} reads/s, \
-         at most {conns} server connections"
+        "agent-sessions (Full), writers only:          {alone:8.0} writes/s   store / ceiling: {:.2}",
+        alone / raw
     );
-    println!("  store / ceiling: {:.2}", w / raw);
+    println!(
+        "agent-sessions (Full), with {READERS} readers:        {w:8.0} writes/s, {:.0} reads/s, \
+         at most {conns} server connections",
+        median(reads)
+    );
     if let Ok(python) = std::env::var("AGENT_SESSIONS_PYTHON") {
         if let Some(v) = sdk(&python) {
             let sdk_w = v["writes_per_sec"].as_f64().unwrap_or(0.0);

@@ -20,7 +20,6 @@ fn encode(items: &[Item], ensure_ascii: bool) -> Vec<String> {
 
 /// Insert the session row (or lock it), then the texts in order; their ids, ascending.
 pub(crate) fn insert(db: &mut Db, t: &Tables, session: &str, data: &[String]) -> Result<Vec<i64>> {
-    db.exec(&t.upsert_session, &[&session])?;
     let rows = db.rows(&t.insert_items, &[&session, &data])?;
     let mut ids = rows
         .iter()

@@ -58,6 +58,54 @@ pub(crate) fn lock_key(parts: &[&str]) -> i64 {
     h as i64
 }
 
+/// The advisory locks a group takes when it begins, in this order: each table pair it writes —
+/// shared, or exclusive for a pair it prunes — then each session it writes, both by ascending
+/// key. Every group of every host takes its locks in this one order, so none can wait for
+/// another in a cycle; a prune waits for the groups in flight on its tables and holds off new
+/// ones, so no write on another host can slip between its reading the idle list and its
+/// deletes.
+struct GroupLocks {
+    /// `(pair key, exclusive)`.
+    pairs: Vec<(i64, bool)>,
+    sessions: Vec<i64>,
+}
+
+impl GroupLocks {
+    fn of<'t, 'o>(schema: &str, batch: &mut dyn Iterator<Item = (&'t Tables, &'o Op)>) -> Self {
+        let (mut pairs, mut sessions) = (Vec::new(), Vec::new());
+        for (t, op) in batch.filter(|(_, op)| op.is_write()) {
+            let prune = matches!(op, Op::PruneSessions { dry_run: false, .. });
+            pairs.push((lock_key(&[schema, &t.lock_scope]), prune));
+            if let Some(s) = op.session() {
+                sessions.push(lock_key(&[schema, &t.lock_scope, s]));
+            }
+        }
+        // An exclusive entry sorts before a shared one of its key, and dedup keeps the first.
+        pairs.sort_unstable_by_key(|&(k, x)| (k, !x));
+        pairs.dedup_by_key(|p| p.0);
+        sessions.sort_unstable();
+        sessions.dedup();
+        GroupLocks { pairs, sessions }
+    }
+
+    /// The locking statements, appended to a simple-query batch. The keys are numbers this
+    /// engine computed, never user text.
+    fn append_sql(&self, batch: &mut String) {
+        for &(key, exclusive) in &self.pairs {
+            let f = if exclusive {
+                "pg_advisory_xact_lock"
+            } else {
+                "pg_advisory_xact_lock_shared"
+            };
+            batch.push_str(&format!("; SELECT {f}({key})"));
+        }
+        if !self.sessions.is_empty() {
+            let list: Vec<String> = self.sessions.iter().map(i64::to_string).collect();
+            batch.push_str(&sql::lock_keys(&list.join(",")));
+        }
+    }
+}
+
 /// Opens connections to one server URL.
 pub(crate) struct PgEngine {
     config: postgres::Config,
@@ -204,9 +252,18 @@ impl PgConn {
     }
 
     /// BEGIN and read the transaction id, in one round trip.
-    fn begin_once(&mut self) -> Result<()> {
-        let batch = format!("{}; {}", sql::BEGIN_WRITE, sql::XACT_ID);
-        let messages = self.with(|db, _| Ok(db.client.simple_query(&batch)?))?;
+    /// BEGIN, read the transaction id and take the group's advisory locks, in one round trip.
+    fn begin_once(&mut self, locks: &GroupLocks) -> Result<()> {
+        let mut batch = format!("{}; {}", sql::BEGIN_WRITE, sql::XACT_ID);
+        locks.append_sql(&mut batch);
+        let messages = self.with(|db, _| match db.client.simple_query(&batch) {
+            Ok(messages) => Ok(messages),
+            Err(e) => {
+                // The BEGIN may have run before a lock timed out: leave no transaction behind.
+                let _ = db.client.batch_execute(sql::ROLLBACK);
+                Err(e.into())
+            }
+        })?;
         self.in_tx = true;
         self.xid = messages.iter().find_map(|m| match m {
             SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
@@ -262,26 +319,15 @@ impl Connection for PgConn {
     type Ctx = Tables;
 
     fn begin(&mut self, batch: &mut dyn Iterator<Item = (&Tables, &Op)>) -> Result<()> {
-        let mut keys: Vec<i64> = batch
-            .filter(|(_, op)| op.is_write())
-            .filter_map(|(t, op)| {
-                op.session()
-                    .map(|s| lock_key(&[&self.schema, &t.lock_scope, s]))
-            })
-            .collect();
-        keys.sort_unstable();
-        keys.dedup();
+        let locks = GroupLocks::of(&self.schema, batch);
         self.unreleased = false;
-        if let Err(e) = self.begin_once() {
+        if let Err(e) = self.begin_once(&locks) {
             // A connection that died while idle (a restarted server) is noticed only now:
             // nothing has been done yet, so reconnect and begin once more.
             if self.db.is_some() {
                 return Err(e);
             }
-            self.begin_once()?;
-        }
-        if !keys.is_empty() {
-            self.with(|db, _| db.exec(sql::LOCK_KEYS, &[&keys]))?;
+            self.begin_once(&locks)?;
         }
         Ok(())
     }
@@ -348,7 +394,17 @@ impl Connection for PgConn {
 
     fn read(&mut self, t: &Tables, op: &Op) -> Result<Outcome> {
         let ascii = self.engine.options.ensure_ascii;
+        // Each statement sees one snapshot; only reads of several statements that must agree
+        // need a transaction. A limited `get_items` may widen its window, but each attempt
+        // answers from its own statement alone, so it needs none (nor does a listing).
+        let one_statement = matches!(
+            op,
+            Op::GetItems { .. } | Op::ListSessions | Op::PruneSessions { dry_run: true, .. }
+        );
         let run = |db: &mut Db, schema: &str| -> Result<Outcome> {
+            if one_statement {
+                return dispatch(db, t, schema, ascii, op);
+            }
             db.run(sql::BEGIN_READ)?;
             let result = dispatch(db, t, schema, ascii, op);
             match (result, db.run(sql::COMMIT)) {
@@ -417,11 +473,12 @@ fn dispatch(db: &mut Db, t: &Tables, schema: &str, ascii: bool, op: &Op) -> Resu
             max,
         } => {
             if !dry_run {
-                // Which sessions are idle can change under a write on another host between
-                // reading the list and deleting (a session written meanwhile is no longer
-                // idle): block every writer of the two tables until this group commits, then
-                // read the list. Every write of a session touches them (the SDK's and ours,
-                // Advanced ones through their foreign-key checks); reads go on.
+                // Which sessions are idle can change under a write between reading the list
+                // and deleting (a session written meanwhile is no longer idle). Our other
+                // hosts' groups are held off by the pair's exclusive advisory lock (taken when
+                // this group began); the SDK's writers by this table lock, which also waits for
+                // those in flight. Every write of a session touches these tables (Advanced
+                // ones through their foreign-key checks); reads go on.
                 db.run(&t.lock_tables)?;
             }
             let idle = basic::idle_sessions(db, t, idle_before, *max)?;

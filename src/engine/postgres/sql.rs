@@ -30,7 +30,6 @@ pub(crate) struct Tables {
     pub(crate) lock_scope: String,
     pub(crate) ddl: Vec<String>,
     pub(crate) structure_ddl: Vec<String>,
-    pub(crate) upsert_session: String,
     pub(crate) lock_session: String,
     /// Creates the session row if missing, leaving an existing one's `updated_at` alone.
     pub(crate) ensure_session: String,
@@ -167,20 +166,23 @@ impl Tables {
                 "CREATE INDEX IF NOT EXISTS idx_structure_message ON message_structure (message_id)"
                     .into(),
             ],
-            // Creates the session row or takes its row lock (the lock the SDK's writers take).
-            upsert_session: format!(
-                "INSERT INTO {st} (session_id) VALUES ($1) \
-                 ON CONFLICT (session_id) DO UPDATE SET updated_at = CURRENT_TIMESTAMP"
-            ),
             lock_session: format!("SELECT 1 FROM {st} WHERE session_id = $1 FOR UPDATE"),
             ensure_session: format!(
                 "INSERT INTO {st} (session_id) VALUES ($1) ON CONFLICT (session_id) DO NOTHING"
             ),
             lock_tables: format!("LOCK TABLE {st}, {mt} IN EXCLUSIVE MODE"),
+            // The session row first (created, or its lock taken and `updated_at` touched), then
+            // the items — one statement: the CTE runs before the rows that join it, and the
+            // stamp is read after the lock (a Python writer that held it stamped its rows with
+            // its transaction's start, which is earlier).
             insert_items: format!(
-                "INSERT INTO {mt} (session_id, message_data, created_at) \
-                 SELECT $1::text, d, {stamp} FROM unnest($2::text[]) WITH ORDINALITY AS u(d, n) \
-                 ORDER BY n RETURNING id::int8"
+                "WITH s AS (INSERT INTO {st} (session_id) VALUES ($1::text) \
+                 ON CONFLICT (session_id) DO UPDATE SET updated_at = CURRENT_TIMESTAMP \
+                 RETURNING session_id) \
+                 INSERT INTO {mt} (session_id, message_data, created_at) \
+                 SELECT s.session_id, u.d, {stamp} \
+                 FROM s, unnest($2::text[]) WITH ORDINALITY AS u(d, n) \
+                 ORDER BY u.n RETURNING id::int8"
             ),
             insert_raw: format!(
                 "INSERT INTO {mt} (session_id, message_data, created_at) VALUES ($1::text, $2, {stamp})"
@@ -282,9 +284,11 @@ pub(crate) const XACT_STATUS: &str = "SELECT pg_xact_status($1::text::xid8)";
 pub(crate) const CURRENT_SCHEMA: &str = "SELECT current_schema()::text, version()";
 /// Serialises DDL across hosts (`CREATE TABLE IF NOT EXISTS` races otherwise).
 pub(crate) const DDL_LOCK: &str = "SELECT pg_advisory_xact_lock($1::int8)";
-/// Takes the advisory locks of a batch in the array's order (the caller sorts it).
-pub(crate) const LOCK_KEYS: &str =
-    "SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::int8[]) AS k";
+/// Takes the advisory locks of a group in the list's order (the caller sorts it; `keys` is a
+/// comma-separated list of integers the engine computed).
+pub(crate) fn lock_keys(keys: &str) -> String {
+    format!("; SELECT count(pg_advisory_xact_lock(k)) FROM unnest(ARRAY[{keys}]::int8[]) AS k")
+}
 
 const FOREIGN_KEYS: &str = "SELECT a.attname::text, ft.relname::text, fa.attname::text \
      FROM pg_constraint c \
