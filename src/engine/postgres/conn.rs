@@ -71,7 +71,7 @@ struct GroupLocks {
 }
 
 impl GroupLocks {
-    fn of<'t, 'o>(schema: &str, batch: &mut dyn Iterator<Item = (&'t Tables, &'o Op)>) -> Self {
+    fn of(schema: &str, batch: &mut dyn Iterator<Item = (&Tables, &Op)>) -> Self {
         let (mut pairs, mut sessions) = (Vec::new(), Vec::new());
         for (t, op) in batch.filter(|(_, op)| op.is_write()) {
             let prune = matches!(op, Op::PruneSessions { dry_run: false, .. });
