@@ -78,11 +78,34 @@ pub fn to_py_err(e: Error) -> PyErr {
         | Error::BranchNotFound(m)
         | Error::BranchIdUsed(m)
         | Error::TurnNotFound(m)
-        | Error::Schema(m) => PyValueError::new_err(m),
+        | Error::Schema(m) => PyValueError::new_err(sentence(&m)),
         Error::Io(m) => PyOSError::new_err(m),
         Error::Busy { .. } => sqlite_err("OperationalError", message),
-        Error::Sqlite { .. } => sqlite_err("DatabaseError", message),
+        Error::Sqlite { code, .. } => sqlite_err(sqlite3_class(code), message),
         _ => PyRuntimeError::new_err(message),
+    }
+}
+
+/// The library's messages start in lower case ("branch 'x' does not exist in session ...");
+/// the SDK's, which its tests match, are sentences ("Branch 'x' does not exist").
+fn sentence(m: &str) -> String {
+    let mut chars = m.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// The class Python's `sqlite3` raises for an SQLite primary result code.
+fn sqlite3_class(code: Option<i32>) -> &'static str {
+    match code {
+        Some(2) => "InternalError",                 // SQLITE_INTERNAL
+        Some(11 | 26) => "DatabaseError",           // SQLITE_CORRUPT, SQLITE_NOTADB
+        Some(18) => "DataError",                    // SQLITE_TOOBIG
+        Some(19 | 20) => "IntegrityError",          // SQLITE_CONSTRAINT, SQLITE_MISMATCH
+        Some(21 | 25) => "InterfaceError",          // SQLITE_MISUSE, SQLITE_RANGE
+        Some(_) => "OperationalError",              // ERROR, BUSY, LOCKED, IOERR, FULL, ...
+        None => "DatabaseError",
     }
 }
 
