@@ -10,6 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import re
+import sqlite3
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -136,7 +139,10 @@ class SQLiteSession(_Base):
 
     def _open(self) -> Any:
         return _native.Basic(
-            str(self.session_id), str(self.db_path), self.sessions_table, self.messages_table
+            str(self.session_id),
+            str(self.db_path),
+            _sql_name(self.sessions_table),
+            _sql_name(self.messages_table),
         )
 
     async def get_items(self, limit: Optional[int] = None) -> list:
@@ -181,13 +187,53 @@ class AdvancedSQLiteSession(SQLiteSession):
         self._logger = logger if logger is not None else logging.getLogger(__name__)
 
     def _open(self) -> Any:
-        return _native.Advanced(
-            str(self.session_id),
-            str(self.db_path),
-            self.sessions_table,
-            self.messages_table,
-            bool(self._create_structure_tables_on_init),
-        )
+        create = bool(self._create_structure_tables_on_init)
+        if not create:
+            self._require_base_tables()
+        try:
+            return _native.Advanced(
+                str(self.session_id),
+                str(self.db_path),
+                _sql_name(self.sessions_table),
+                _sql_name(self.messages_table),
+                create,
+            )
+        except ValueError as exc:
+            if create or "structure tables" not in str(exc):
+                raise
+            raise ValueError(
+                f"The structure tables in {self.db_path} are missing or do not record an owner. "
+                "Construct an AdvancedSQLiteSession with create_tables=True to create and claim "
+                f"the structure tables before opening the database without them. ({exc})"
+            ) from None
+
+    def _require_base_tables(self) -> None:
+        """Without ``create_tables`` the SDK refuses — and leaves untouched — a file that no
+        table pair has claimed, or whose base tables are missing; the store would create the
+        base tables before checking. Checked first with Python's sqlite3 (the same SQLite)."""
+        if str(self.db_path) == ":memory:":
+            return  # a fresh private database: the store's own check refuses it
+        names: set = set()
+        if os.path.exists(self.db_path):
+            conn = sqlite3.connect(f"file:{os.fspath(self.db_path)}?mode=ro", uri=True)
+            try:
+                rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                names = {name.lower() for (name,) in rows}
+            finally:
+                conn.close()
+        if "message_structure" not in names:
+            raise ValueError(
+                f"The `message_structure` table in {self.db_path} does not record exactly one "
+                "owner foreign key for each required base-table column. Construct an "
+                "AdvancedSQLiteSession with create_tables=True to create and claim the structure "
+                "tables before opening the database without them."
+            )
+        if not {_bare(self.sessions_table).lower(), _bare(self.messages_table).lower()} <= names:
+            raise ValueError(
+                f"The configured base tables in {self.db_path} are missing. Construct an "
+                "AdvancedSQLiteSession with create_tables=True to initialize and claim the "
+                "database before opening it without table creation."
+            )
 
     @property
     def _current_branch_id(self) -> str:
@@ -271,6 +317,24 @@ class AdvancedSQLiteSession(SQLiteSession):
         row = dict(rows[0])
         row.pop("user_turn_number", None)
         return row
+
+
+_PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def _sql_name(name: str) -> str:
+    """A table name as the store takes it: plain ASCII identifiers as they are, anything else
+    double-quoted (the SDK writes names into SQL unquoted, and SQLite accepts non-ASCII letters
+    there; quoting names the same table)."""
+    if _PLAIN.match(name) or (len(name) > 1 and name[0] == name[-1] == '"'):
+        return name
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _bare(name: str) -> str:
+    if len(name) > 1 and name[0] == name[-1] == '"':
+        return name[1:-1].replace('""', '"')
+    return name
 
 
 def _details(details: Any) -> Optional[str]:
