@@ -269,7 +269,32 @@ class AdvancedSQLiteSession(SQLiteSession):
     async def create_branch_from_turn(self, turn_number: int, branch_name: Optional[str] = None) -> str:
         if branch_name is not None and not branch_name.strip():
             raise ValueError("Branch name cannot be empty")
-        return await _outcome(_start(self._native.create_branch_from_turn, turn_number, branch_name))
+        source = self._native.current_branch_id()
+        branch = await _outcome(
+            _start(self._native.create_branch_from_turn, turn_number, branch_name)
+        )
+        await self._log_branch(branch, turn_number, source)
+        return branch
+
+    async def _log_branch(self, branch: str, turn_number: int, source: str) -> None:
+        """The SDK's debug line for a new branch; the turn's text only where the SDK's
+        model-data policy allows it (``agents._debug.DONT_LOG_MODEL_DATA``)."""
+        try:
+            from agents import _debug
+
+            redacted = _debug.DONT_LOG_MODEL_DATA
+        except ImportError:
+            redacted = True
+        if redacted:
+            self._logger.debug(
+                "Created branch '%s' from turn %s in '%s'", branch, turn_number, source
+            )
+            return
+        turns = await self.get_conversation_turns(source)
+        content = next((t["content"] for t in turns if t["turn"] == turn_number), "")
+        self._logger.debug(
+            "Created branch '%s' from turn %s ('%s') in '%s'", branch, turn_number, content, source
+        )
 
     async def create_branch_from_content(
         self, search_term: str, branch_name: Optional[str] = None
