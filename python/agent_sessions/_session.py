@@ -67,14 +67,16 @@ except ImportError:  # the package works without the SDK
         return None
 
 
-def _resolve(future: asyncio.Future, exception: Optional[BaseException], value: Any) -> None:
-    """Settle ``future`` on its loop (called there by the completion thread)."""
-    if future.done():  # cancelled by its awaiter meanwhile: the request finished anyway
-        return
-    if exception is not None:
-        future.set_exception(exception)
-    else:
-        future.set_result(value)
+def _resolve(batch: list) -> None:
+    """Settle futures on their loop (called there by the completion thread, one call per batch
+    of replies)."""
+    for future, exception, value in batch:
+        if future.done():  # cancelled by its awaiter meanwhile: the request finished anyway
+            continue
+        if exception is not None:
+            future.set_exception(exception)
+        else:
+            future.set_result(value)
 
 
 _native.init(_resolve)

@@ -99,12 +99,12 @@ fn sentence(m: &str) -> String {
 /// The class Python's `sqlite3` raises for an SQLite primary result code.
 fn sqlite3_class(code: Option<i32>) -> &'static str {
     match code {
-        Some(2) => "InternalError",                 // SQLITE_INTERNAL
-        Some(11 | 26) => "DatabaseError",           // SQLITE_CORRUPT, SQLITE_NOTADB
-        Some(18) => "DataError",                    // SQLITE_TOOBIG
-        Some(19 | 20) => "IntegrityError",          // SQLITE_CONSTRAINT, SQLITE_MISMATCH
-        Some(21 | 25) => "InterfaceError",          // SQLITE_MISUSE, SQLITE_RANGE
-        Some(_) => "OperationalError",              // ERROR, BUSY, LOCKED, IOERR, FULL, ...
+        Some(2) => "InternalError",        // SQLITE_INTERNAL
+        Some(11 | 26) => "DatabaseError",  // SQLITE_CORRUPT, SQLITE_NOTADB
+        Some(18) => "DataError",           // SQLITE_TOOBIG
+        Some(19 | 20) => "IntegrityError", // SQLITE_CONSTRAINT, SQLITE_MISMATCH
+        Some(21 | 25) => "InterfaceError", // SQLITE_MISUSE, SQLITE_RANGE
+        Some(_) => "OperationalError",     // ERROR, BUSY, LOCKED, IOERR, FULL, ...
         None => "DatabaseError",
     }
 }

@@ -22,6 +22,9 @@ use pyo3::prelude::*;
 /// the GIL, the request itself never needs it.
 pub type Outcome = Box<dyn FnOnce(Python<'_>) -> PyResult<Py<PyAny>> + Send>;
 
+/// `(future, exception or None, value or None)`, as the resolver takes them.
+type Settlement = (Py<PyAny>, Py<PyAny>, Py<PyAny>);
+
 type Request = Pin<Box<dyn Future<Output = Outcome> + Send>>;
 
 /// One request in flight: its future (until it is ready) and where its outcome goes.
@@ -31,7 +34,7 @@ struct Task {
 }
 
 /// The asyncio loop, the future it awaits, and the package's resolver
-/// (`resolve(future, exception, value)`, which ignores a future cancelled meanwhile).
+/// (`resolve([(future, exception, value), ...])`, which skips futures cancelled meanwhile).
 struct Reply {
     event_loop: Py<PyAny>,
     future: Py<PyAny>,
@@ -62,48 +65,66 @@ pub fn start() -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("agent-sessions-completion".into())
         .spawn(move || {
-            for task in rx {
-                poll(&task);
+            // Drain everything woken meanwhile, then deliver it under one GIL acquisition:
+            // with many requests in flight, each GIL handoff (up to the interpreter's switch
+            // interval) is paid once per batch instead of once per request.
+            while let Ok(first) = rx.recv() {
+                let ready: Vec<_> = std::iter::once(first)
+                    .chain(rx.try_iter())
+                    .filter_map(|task| poll_once(&task).map(|outcome| (task, outcome)))
+                    .collect();
+                if !ready.is_empty() {
+                    Python::attach(|py| deliver_all(py, ready));
+                }
             }
         })?;
     let _ = QUEUE.set(tx);
     Ok(())
 }
 
-/// Poll `task` once; if it is ready, deliver its outcome.
-fn poll(task: &Arc<Task>) {
-    let ready = {
-        let mut slot = task.future.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(future) = slot.as_mut() else {
-            return; // already delivered (a late, spurious wake)
-        };
-        let waker = Waker::from(task.clone());
-        match future.as_mut().poll(&mut Context::from_waker(&waker)) {
-            Poll::Ready(outcome) => {
-                *slot = None;
-                Some(outcome)
-            }
-            Poll::Pending => None,
+/// Poll `task` once: its outcome if it is ready (and not delivered before).
+fn poll_once(task: &Arc<Task>) -> Option<Outcome> {
+    let mut slot = task.future.lock().unwrap_or_else(|p| p.into_inner());
+    let future = slot.as_mut()?; // None: already delivered (a late, spurious wake)
+    let waker = Waker::from(task.clone());
+    match future.as_mut().poll(&mut Context::from_waker(&waker)) {
+        Poll::Ready(outcome) => {
+            *slot = None;
+            Some(outcome)
         }
-    };
-    if let Some(outcome) = ready {
-        Python::attach(|py| deliver(py, &task.reply, outcome));
+        Poll::Pending => None,
     }
 }
 
-fn deliver(py: Python<'_>, reply: &Reply, outcome: Outcome) {
-    let (exception, value) = match outcome(py) {
-        Ok(value) => (py.None(), value),
-        Err(e) => (e.into_value(py).into_any(), py.None()),
-    };
-    let scheduled = reply.event_loop.call_method1(
-        py,
-        "call_soon_threadsafe",
-        (&reply.resolver, &reply.future, exception, value),
-    );
-    // A loop closed before the reply arrived has nobody left to tell; the request itself is
-    // done (written or failed) either way.
-    drop(scheduled);
+/// Convert the outcomes and schedule them: one `call_soon_threadsafe` per loop and batch (the
+/// resolver takes a list of `(future, exception, value)`).
+fn deliver_all(py: Python<'_>, ready: Vec<(Arc<Task>, Outcome)>) {
+    let mut by_loop: Vec<(&Reply, Vec<Settlement>)> = Vec::new();
+    let mut outcomes = Vec::with_capacity(ready.len());
+    for (task, outcome) in ready {
+        outcomes.push((task, outcome(py)));
+    }
+    for (task, result) in &outcomes {
+        let (exception, value) = match result {
+            Ok(value) => (py.None(), value.clone_ref(py)),
+            Err(e) => (e.clone_ref(py).into_value(py).into_any(), py.None()),
+        };
+        let triple = (task.reply.future.clone_ref(py), exception, value);
+        match by_loop
+            .iter_mut()
+            .find(|(r, _)| r.event_loop.is(&task.reply.event_loop))
+        {
+            Some((_, batch)) => batch.push(triple),
+            None => by_loop.push((&task.reply, vec![triple])),
+        }
+    }
+    for (reply, batch) in by_loop {
+        // A loop closed before the reply arrived has nobody left to tell; the requests
+        // themselves are done (written or failed) either way.
+        let _ = reply
+            .event_loop
+            .call_method1(py, "call_soon_threadsafe", (&reply.resolver, batch));
+    }
 }
 
 /// Start `request`: poll it once here (submitting it to the pool), then let the completion
@@ -122,5 +143,7 @@ pub fn spawn(
             resolver,
         },
     });
-    poll(&task);
+    if let Some(outcome) = poll_once(&task) {
+        Python::attach(|py| deliver_all(py, vec![(task, outcome)]));
+    }
 }

@@ -124,7 +124,13 @@ impl Basic {
     ) -> PyResult<()> {
         let batch = items_from_json(items)?;
         let s = self.session.clone();
-        submit(py, event_loop, future, async move { s.add_items(batch).await }, unit)
+        submit(
+            py,
+            event_loop,
+            future,
+            async move { s.add_items(batch).await },
+            unit,
+        )
     }
 
     /// `limit`: already resolved against the session settings (`None`: everything).
@@ -143,7 +149,13 @@ impl Basic {
 
     fn pop_item(&self, py: Python<'_>, event_loop: Py<PyAny>, future: Py<PyAny>) -> PyResult<()> {
         let s = self.session.clone();
-        submit(py, event_loop, future, async move { s.pop_item().await }, item)
+        submit(
+            py,
+            event_loop,
+            future,
+            async move { s.pop_item().await },
+            item,
+        )
     }
 
     fn clear_session(
@@ -153,7 +165,13 @@ impl Basic {
         future: Py<PyAny>,
     ) -> PyResult<()> {
         let s = self.session.clone();
-        submit(py, event_loop, future, async move { s.clear_session().await }, unit)
+        submit(
+            py,
+            event_loop,
+            future,
+            async move { s.clear_session().await },
+            unit,
+        )
     }
 
     /// Close this handle; the pool closes once no handle on the file is left.
@@ -234,8 +252,14 @@ impl Advanced {
         branch: Option<String>,
     ) -> PyResult<()> {
         let limit = Some(limit.unwrap_or(-1));
-        advanced!(self, py, event_loop, future,
-            |s| s.get_branch_items(branch.as_deref(), limit), self::items)
+        advanced!(
+            self,
+            py,
+            event_loop,
+            future,
+            |s| s.get_branch_items(branch.as_deref(), limit),
+            self::items
+        )
     }
 
     fn pop_item(&self, py: Python<'_>, event_loop: Py<PyAny>, future: Py<PyAny>) -> PyResult<()> {
@@ -260,8 +284,14 @@ impl Advanced {
         turn: i64,
         name: Option<String>,
     ) -> PyResult<()> {
-        advanced!(self, py, event_loop, future,
-            |s| s.create_branch_from_turn(turn, name.as_deref()), json)
+        advanced!(
+            self,
+            py,
+            event_loop,
+            future,
+            |s| s.create_branch_from_turn(turn, name.as_deref()),
+            json
+        )
     }
 
     #[pyo3(signature = (event_loop, future, term, name))]
@@ -273,8 +303,14 @@ impl Advanced {
         term: String,
         name: Option<String>,
     ) -> PyResult<()> {
-        advanced!(self, py, event_loop, future,
-            |s| s.create_branch_from_content(&term, name.as_deref()), json)
+        advanced!(
+            self,
+            py,
+            event_loop,
+            future,
+            |s| s.create_branch_from_content(&term, name.as_deref()),
+            json
+        )
     }
 
     fn switch_to_branch(
@@ -284,7 +320,14 @@ impl Advanced {
         future: Py<PyAny>,
         branch: String,
     ) -> PyResult<()> {
-        advanced!(self, py, event_loop, future, |s| s.switch_to_branch(&branch), unit)
+        advanced!(
+            self,
+            py,
+            event_loop,
+            future,
+            |s| s.switch_to_branch(&branch),
+            unit
+        )
     }
 
     fn delete_branch(
@@ -295,7 +338,14 @@ impl Advanced {
         branch: String,
         force: bool,
     ) -> PyResult<()> {
-        advanced!(self, py, event_loop, future, |s| s.delete_branch(&branch, force), unit)
+        advanced!(
+            self,
+            py,
+            event_loop,
+            future,
+            |s| s.delete_branch(&branch, force),
+            unit
+        )
     }
 
     fn list_branches(
@@ -315,8 +365,14 @@ impl Advanced {
         future: Py<PyAny>,
         branch: Option<String>,
     ) -> PyResult<()> {
-        advanced!(self, py, event_loop, future,
-            |s| s.get_conversation_turns(branch.as_deref()), json)
+        advanced!(
+            self,
+            py,
+            event_loop,
+            future,
+            |s| s.get_conversation_turns(branch.as_deref()),
+            json
+        )
     }
 
     #[pyo3(signature = (event_loop, future, term, branch))]
@@ -328,8 +384,14 @@ impl Advanced {
         term: String,
         branch: Option<String>,
     ) -> PyResult<()> {
-        advanced!(self, py, event_loop, future,
-            |s| s.find_turns_by_content(&term, branch.as_deref()), json)
+        advanced!(
+            self,
+            py,
+            event_loop,
+            future,
+            |s| s.find_turns_by_content(&term, branch.as_deref()),
+            json
+        )
     }
 
     #[pyo3(signature = (event_loop, future, branch))]
@@ -340,8 +402,14 @@ impl Advanced {
         future: Py<PyAny>,
         branch: Option<String>,
     ) -> PyResult<()> {
-        advanced!(self, py, event_loop, future,
-            |s| s.get_conversation_by_turns(branch.as_deref()), json)
+        advanced!(
+            self,
+            py,
+            event_loop,
+            future,
+            |s| s.get_conversation_by_turns(branch.as_deref()),
+            json
+        )
     }
 
     #[pyo3(signature = (event_loop, future, branch))]
@@ -352,7 +420,14 @@ impl Advanced {
         future: Py<PyAny>,
         branch: Option<String>,
     ) -> PyResult<()> {
-        advanced!(self, py, event_loop, future, |s| s.get_tool_usage(branch.as_deref()), json)
+        advanced!(
+            self,
+            py,
+            event_loop,
+            future,
+            |s| s.get_tool_usage(branch.as_deref()),
+            json
+        )
     }
 
     /// Record a run's usage on the current turn. The details: `json.dumps` texts or `None`.
@@ -372,7 +447,8 @@ impl Advanced {
         output_details: Option<String>,
     ) -> PyResult<()> {
         let details = |text: Option<String>| -> PyResult<Option<Value>> {
-            text.map(|t| Ok(items_from_json(vec![t])?.remove(0))).transpose()
+            text.map(|t| Ok(items_from_json(vec![t])?.remove(0)))
+                .transpose()
         };
         let usage = Usage {
             requests,
@@ -382,7 +458,14 @@ impl Advanced {
             input_tokens_details: details(input_details)?,
             output_tokens_details: details(output_details)?,
         };
-        advanced!(self, py, event_loop, future, |s| s.record_usage(usage), json)
+        advanced!(
+            self,
+            py,
+            event_loop,
+            future,
+            |s| s.record_usage(usage),
+            json
+        )
     }
 
     #[pyo3(signature = (event_loop, future, branch))]
@@ -393,7 +476,14 @@ impl Advanced {
         future: Py<PyAny>,
         branch: Option<String>,
     ) -> PyResult<()> {
-        advanced!(self, py, event_loop, future, |s| s.get_session_usage(branch.as_deref()), json)
+        advanced!(
+            self,
+            py,
+            event_loop,
+            future,
+            |s| s.get_session_usage(branch.as_deref()),
+            json
+        )
     }
 
     #[pyo3(signature = (event_loop, future, turn, branch))]
@@ -405,8 +495,14 @@ impl Advanced {
         turn: Option<i64>,
         branch: Option<String>,
     ) -> PyResult<()> {
-        advanced!(self, py, event_loop, future,
-            |s| s.get_turn_usage(turn, branch.as_deref()), json)
+        advanced!(
+            self,
+            py,
+            event_loop,
+            future,
+            |s| s.get_turn_usage(turn, branch.as_deref()),
+            json
+        )
     }
 }
 
