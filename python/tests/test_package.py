@@ -168,3 +168,39 @@ def test_files_are_shared_with_the_sdk(tmp_path):
     from_sdk, from_ours = run(main())
     assert from_sdk == [{"role": "user", "content": "héllo"}, {"role": "assistant", "content": "hi"}]
     assert from_ours == from_sdk + [{"role": "user", "content": "from the SDK"}]
+
+
+def test_a_waiting_write_does_not_block_the_event_loop(tmp_path):
+    """Another connection holds the write lock; while the store waits for it (busy timeout),
+    the event loop keeps running other tasks, and the write lands once the lock is free."""
+    path = tmp_path / "locked.db"
+
+    async def main():
+        s = SQLiteSession("l", path)
+        await s.add_items([{"n": 0}])
+        blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        blocker.execute("BEGIN IMMEDIATE")
+        ticks = 0
+
+        async def tick():
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.005)
+
+        ticker = asyncio.ensure_future(tick())
+        write = asyncio.ensure_future(s.add_items([{"n": 1}]))
+        await asyncio.sleep(0.3)
+        assert not write.done()  # still waiting for the lock...
+        during = ticks
+        blocker.execute("COMMIT")
+        blocker.close()
+        await write
+        ticker.cancel()
+        items = await s.get_items()
+        s.close()
+        return during, items
+
+    during, items = run(main())
+    assert during >= 20  # ...while the loop ran (about 60 ticks in 0.3 s)
+    assert items == [{"n": 0}, {"n": 1}]
