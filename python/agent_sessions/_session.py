@@ -266,7 +266,7 @@ class AdvancedSQLiteSession(SQLiteSession):
                 )
             )
         except Exception as exc:
-            self._logger.error("Failed to store session usage: %s", exc)
+            _log_usage_failure(self._logger, exc, self.session_id)
 
     async def create_branch_from_turn(self, turn_number: int, branch_name: Optional[str] = None) -> str:
         if branch_name is not None and not branch_name.strip():
@@ -362,6 +362,21 @@ def _bare(name: str) -> str:
     if len(name) > 1 and name[0] == name[-1] == '"':
         return name[1:-1].replace('""', '"')
     return name
+
+
+def _log_usage_failure(logger: logging.Logger, exc: Exception, session_id: str) -> None:
+    """Log as the SDK does: its model-data policy decides whether the error text appears."""
+    try:
+        from agents.logger import log_model_action_error
+    except ImportError:  # without the SDK: the type only, never the text (it may hold data)
+        logger.error("Failed to store session usage: %s", type(exc).__name__)
+        return
+    log_model_action_error(
+        logger,
+        "Failed to store session usage",
+        exc,
+        diagnostic_extra=lambda: {"session_id": session_id},
+    )
 
 
 def _details(details: Any) -> Optional[str]:
