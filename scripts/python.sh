@@ -25,10 +25,26 @@ py="$venv/bin/python"
   'pytest-mock' 'pytest-timeout' 'sqlalchemy'
 
 # One SQLite per process: the extension links the libsqlite3 the interpreter's sqlite3 module
-# loads. The library's driver (rusqlite 0.43) needs SQLite 3.45.3 or newer; where the system's
-# is older (Debian 12: 3.40.1), build one shared libsqlite3.so.0 from the SQLite sources the
-# driver ships and put it first on LD_LIBRARY_PATH for the interpreter and the extension alike.
-if ! "$py" -c 'import sqlite3, sys; sys.exit(sqlite3.sqlite_version_info < (3, 45, 3))'; then
+# loads (found in the interpreter's memory map, and linked by path, so no -dev package is
+# needed). The library's driver (rusqlite 0.43) needs SQLite 3.45.3 or newer; where the
+# interpreter's is older (Debian 12: 3.40.1), build one shared libsqlite3.so.0 from the SQLite
+# sources the driver ships and put it first on LD_LIBRARY_PATH for the interpreter and the
+# extension alike.
+if "$py" -c 'import sqlite3, sys; sys.exit(sqlite3.sqlite_version_info < (3, 45, 3))'; then
+  interp_lib=$("$py" -c '
+import sqlite3
+libs = {l.split()[-1] for l in open("/proc/self/maps") if "/libsqlite3" in l}
+print(libs.pop() if len(libs) == 1 else "")')
+  if [ -z "$interp_lib" ]; then
+    echo "the interpreter's sqlite3 module does not load a shared libsqlite3: the extension" \
+      "cannot share its SQLite (one SQLite per process); use an interpreter built against one" >&2
+    exit 1
+  fi
+  link="$CARGO_TARGET_DIR/sqlite-link"
+  mkdir -p "$link"
+  ln -sf "$interp_lib" "$link/libsqlite3.so"
+  export SQLITE3_LIB_DIR="$link"
+else
   lib="$CARGO_TARGET_DIR/sqlite"
   if [ ! -f "$lib/libsqlite3.so.0" ]; then
     step "system SQLite $("$py" -c 'import sqlite3; print(sqlite3.sqlite_version)') is too old: building libsqlite3.so.0 in $lib"
