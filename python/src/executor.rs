@@ -5,10 +5,12 @@
 //! at once, before the coroutine even yields). Its waker, called by a pool thread when the
 //! reply is ready, only pushes the task onto a channel: the pool's writer never waits for the
 //! GIL, so one busy interpreter cannot stall group commit for every other session. One
-//! completion thread drains the channel, polls the task again and, once it is ready, takes the
-//! GIL to convert the outcome and schedule it on the task's loop with
-//! `loop.call_soon_threadsafe`. A task does not depend on anybody awaiting it: a cancelled
-//! `await` leaves it running, so a write the pool accepted always completes.
+//! completion thread drains the channel and polls each woken task; for every batch of ready
+//! tasks it takes the GIL once, converts their outcomes and schedules them on their loops with
+//! one `loop.call_soon_threadsafe` per loop. (A `Task` dropped on a pool thread only queues its
+//! Python references for release — pyo3 defers those decrefs until it next holds the GIL.)
+//! A task does not depend on anybody awaiting it: a cancelled `await` leaves it running, so a
+//! write the pool accepted always completes.
 
 use std::future::Future;
 use std::pin::Pin;
