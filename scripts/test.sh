@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command: format, lints, docs; unit, integration, doc, property and
-# Python-interop tests; the examples; packaging; a downstream crate; then the loom
-# model-checking suite. Usage: scripts/test.sh  (env knobs: see the README).
+# Python-interop tests; the examples; the Python package; packaging; a downstream crate; then
+# the loom model-checking suite. Usage: scripts/test.sh  (env knobs: see the README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,6 +45,9 @@ for example in tokio threads advanced; do
   cargo run --release --quiet --example "$example" >/dev/null
   echo "example $example: ok"
 done
+
+step "python package (python/: its crate's lints, pip wheel, its tests, the SDK's session tests)"
+scripts/python.sh
 
 step "packaging (cargo package --workspace: every crate meant for publishing)"
 # Cargo verifies each crate against the others through a local registry overlay. It treats
