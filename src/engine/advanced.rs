@@ -42,6 +42,21 @@ use serde_json::Value;
 use crate::engine::limit::limited_items;
 use crate::error::{Error, Result};
 
+/// The content search's prefilter: a `LIKE … ESCAPE '\'` pattern (PostgreSQL: `ILIKE`)
+/// matching any text that contains `needle`, case-insensitively at least for ASCII.
+pub(crate) fn like_pattern(needle: &str) -> String {
+    let mut pattern = String::with_capacity(needle.len() + 2);
+    pattern.push('%');
+    for c in needle.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
 // ------------------------------------------------------------------------------------------
 // What an engine provides
 // ------------------------------------------------------------------------------------------
@@ -663,5 +678,15 @@ impl<R: AdvancedRows> Run<'_, R> {
             turn,
             structure_id,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::like_pattern;
+
+    #[test]
+    fn like_patterns_escape_the_wildcards_and_the_escape() {
+        assert_eq!(like_pattern(r"50%_a\b"), r"%50\%\_a\\b%");
     }
 }

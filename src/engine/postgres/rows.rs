@@ -219,7 +219,11 @@ impl TurnRows for PgRows<'_> {
             None => self.db.rows(&self.t.turns, &[&session, &branch])?,
             Some(needle) => self.db.rows(
                 &self.t.find_turns,
-                &[&session, &branch, &sql::like_pattern(needle)],
+                &[
+                    &session,
+                    &branch,
+                    &crate::engine::advanced::like_pattern(needle),
+                ],
             )?,
         };
         rows.iter()

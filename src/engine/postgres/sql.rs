@@ -395,17 +395,3 @@ pub(crate) const TURN_USAGE_ONE: &str = "SELECT user_turn_number, requests, inpu
 pub(crate) const TURN_USAGE_ALL: &str = "SELECT user_turn_number, requests, input_tokens, \
      output_tokens, total_tokens, input_tokens_details, output_tokens_details FROM turn_usage \
      WHERE session_id = $1 AND branch_id = $2 ORDER BY user_turn_number";
-
-/// A `ILIKE … ESCAPE '\'` pattern matching any text that contains `needle`.
-pub(crate) fn like_pattern(needle: &str) -> String {
-    let mut pattern = String::with_capacity(needle.len() + 2);
-    pattern.push('%');
-    for c in needle.chars() {
-        if matches!(c, '\\' | '%' | '_') {
-            pattern.push('\\');
-        }
-        pattern.push(c);
-    }
-    pattern.push('%');
-    pattern
-}

@@ -265,7 +265,11 @@ impl TurnRows for SqliteRows<'_> {
             None => self.rows(&adv.turns, params![session, branch], row),
             Some(needle) => self.rows(
                 &adv.find_turns,
-                params![session, branch, sql::like_pattern(needle)],
+                params![
+                    session,
+                    branch,
+                    crate::engine::advanced::like_pattern(needle)
+                ],
                 row,
             ),
         }

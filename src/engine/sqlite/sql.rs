@@ -154,7 +154,7 @@ pub(crate) struct AdvancedSql {
     pub(crate) orphans: String,
     pub(crate) turn_user_message: String,
     pub(crate) turns: String,
-    /// [`AdvancedSql::turns`] prefiltered by a [`like_pattern`] (`?3`).
+    /// [`AdvancedSql::turns`] prefiltered by a [`like_pattern`](crate::engine::advanced::like_pattern) (`?3`).
     pub(crate) find_turns: String,
 }
 
@@ -206,21 +206,6 @@ impl AdvancedSql {
             ),
         }
     }
-}
-
-/// A `LIKE … ESCAPE '\'` pattern matching any text that contains `needle` (ASCII
-/// case-insensitively, as SQLite's `LIKE` is).
-pub(crate) fn like_pattern(needle: &str) -> String {
-    let mut pattern = String::with_capacity(needle.len() + 2);
-    pattern.push('%');
-    for c in needle.chars() {
-        if matches!(c, '\\' | '%' | '_') {
-            pattern.push('\\');
-        }
-        pattern.push(c);
-    }
-    pattern.push('%');
-    pattern
 }
 
 // ------------------------------------------------------------------------------------------
@@ -350,10 +335,5 @@ mod tests {
             Tables::new("same", "SAME"),
             Err(Error::InvalidArgument(_))
         ));
-    }
-
-    #[test]
-    fn like_patterns_escape_the_wildcards_and_the_escape() {
-        assert_eq!(like_pattern(r"50%_a\b"), r"%50\%\_a\\b%");
     }
 }
