@@ -7,46 +7,14 @@
 //! reconnects). The server crash is in `postgres_crash.rs` (its own binary: it restarts the
 //! server under every other test).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agent_sessions::{Error, ErrorKind, Store};
 use serde_json::json;
 
-fn server() -> String {
-    std::env::var("AGENT_SESSIONS_PG_URL").unwrap_or_else(|_| {
-        panic!("AGENT_SESSIONS_PG_URL is not set: these tests need a PostgreSQL server (scripts/test.sh starts one)")
-    })
-}
-
-fn client() -> postgres::Client {
-    postgres::Client::connect(&server(), postgres::NoTls).expect("connect to the test server")
-}
-
-/// A fresh schema; the URL whose connections use it.
-fn schema(tag: &str) -> (String, String) {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let name = format!(
-        "it_{tag}_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    );
-    client()
-        .batch_execute(&format!(
-            "DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"
-        ))
-        .unwrap();
-    let url = format!("{}?options=-csearch_path%3D{name}", server());
-    (name, url)
-}
-
-fn rows(schema: &str, sql: &str) -> Vec<postgres::Row> {
-    let mut c = client();
-    c.batch_execute(&format!("SET search_path = {schema}"))
-        .unwrap();
-    c.query(sql, &[]).unwrap()
-}
+mod pg;
+use pg::{client, rows, schema, server};
 
 #[test]
 fn rows_are_the_sdk_bytes_in_commit_order() {

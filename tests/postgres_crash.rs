@@ -10,36 +10,11 @@ use std::time::Duration;
 use agent_sessions::Store;
 use serde_json::{json, Value};
 
-fn server() -> String {
-    std::env::var("AGENT_SESSIONS_PG_URL").unwrap_or_else(|_| {
-        panic!("AGENT_SESSIONS_PG_URL is not set: these tests need a PostgreSQL server (scripts/test.sh starts one)")
-    })
-}
-
-fn client() -> postgres::Client {
-    postgres::Client::connect(&server(), postgres::NoTls).expect("connect to the test server")
-}
-
-fn schema(name: &str) -> (String, String) {
-    let name = format!("{name}_{}", std::process::id());
-    client()
-        .batch_execute(&format!(
-            "DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"
-        ))
-        .unwrap();
-    let url = format!("{}?options=-csearch_path%3D{name}", server());
-    (name, url)
-}
+mod pg;
+use pg::{client, rows, schema};
 
 /// The tests here restart the server or kill clients: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
-
-fn rows(schema: &str, sql: &str) -> Vec<postgres::Row> {
-    let mut c = client();
-    c.batch_execute(&format!("SET search_path = {schema}"))
-        .unwrap();
-    c.query(sql, &[]).unwrap()
-}
 
 #[test]
 /// `pg_ctl restart -m immediate` (a server crash) while writers run: every acknowledged write

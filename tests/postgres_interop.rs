@@ -14,6 +14,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use agent_sessions::Store;
 use serde_json::{json, Value};
 
+mod pg;
+use pg::server;
+
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/pg_interop.py");
 
 fn python() -> Option<String> {
@@ -27,11 +30,6 @@ fn python() -> Option<String> {
             None
         }
     }
-}
-
-fn server() -> String {
-    std::env::var("AGENT_SESSIONS_PG_URL")
-        .expect("AGENT_SESSIONS_PG_URL (scripts/test.sh starts a server)")
 }
 
 /// A fresh table pair in the public schema (the SDK's tables are configurable by name).

@@ -292,46 +292,56 @@ impl Target for SqliteTarget {
 /// Submit `ops` through `store` as one group commit (asserted with the pool's statistics) and
 /// wait for every answer.
 pub fn group_on(store: &Store, ops: Vec<Op>) -> Vec<Result<Outcome, Error>> {
-    {
-        // Poll each future once, in order, with the writer held: that queues every request
-        // (FIFO) before the writer takes any, so the group is one group commit and the model
-        // order is the submission order.
-        let before = store.pool_stats();
-        store.hold_writer(true);
-        let mut pending: Vec<_> = ops
-            .into_iter()
-            .map(|op| Box::pin(store.execute(op)))
-            .collect();
-        let mut ready: Vec<Option<Result<Outcome, Error>>> = pending
-            .iter_mut()
-            .map(
-                |f| match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-                    Poll::Ready(r) => Some(r),
-                    Poll::Pending => None,
-                },
-            )
-            .collect();
-        store.hold_writer(false);
-        let queued = ready.iter().filter(|r| r.is_none()).count() as u64;
-        for (slot, f) in ready.iter_mut().zip(pending) {
-            if slot.is_none() {
-                *slot = Some(block_on(f));
-            }
+    group_with(store, ops, block_on)
+}
+
+/// A request's future, as [`group_with`] hands it to its waiter.
+pub type Pending<'a> = std::pin::Pin<Box<dyn Future<Output = Result<Outcome, Error>> + Send + 'a>>;
+
+/// [`group_on`], waiting for each queued answer with `wait` (e.g. one with a watchdog).
+pub fn group_with<'a>(
+    store: &'a Store,
+    ops: Vec<Op>,
+    mut wait: impl FnMut(Pending<'a>) -> Result<Outcome, Error>,
+) -> Vec<Result<Outcome, Error>> {
+    // Poll each future once, in order, with the writer held: that queues every request (FIFO)
+    // before the writer takes any, so the group is one group commit and the model order is the
+    // submission order.
+    let before = store.pool_stats();
+    store.hold_writer(true);
+    let mut pending: Vec<Pending<'a>> = ops
+        .into_iter()
+        .map(|op| Box::pin(store.execute(op)) as Pending<'a>)
+        .collect();
+    let mut ready: Vec<Option<Result<Outcome, Error>>> = pending
+        .iter_mut()
+        .map(
+            |f| match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+                Poll::Ready(r) => Some(r),
+                Poll::Pending => None,
+            },
+        )
+        .collect();
+    store.hold_writer(false);
+    let queued = ready.iter().filter(|r| r.is_none()).count() as u64;
+    for (slot, f) in ready.iter_mut().zip(pending) {
+        if slot.is_none() {
+            *slot = Some(wait(f));
         }
-        let after = store.pool_stats();
-        assert_eq!(
-            (
-                after.write_batches - before.write_batches,
-                after.write_requests - before.write_requests
-            ),
-            (u64::from(queued > 0), queued),
-            "the {queued} requests of a group step were not committed as one group"
-        );
-        ready
-            .into_iter()
-            .map(|r| r.expect("every request answered"))
-            .collect()
     }
+    let after = store.pool_stats();
+    assert_eq!(
+        (
+            after.write_batches - before.write_batches,
+            after.write_requests - before.write_requests
+        ),
+        (u64::from(queued > 0), queued),
+        "the {queued} requests of a group step were not committed as one group"
+    );
+    ready
+        .into_iter()
+        .map(|r| r.expect("every request answered"))
+        .collect()
 }
 
 /// Drive a future to completion on this thread.

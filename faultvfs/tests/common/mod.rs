@@ -412,43 +412,10 @@ fn misreported_read_fault(got: &Result<Outcome, Error>) -> bool {
 }
 
 /// Submit `ops` with the writer held so they queue first, then release it: one group commit
-/// (checked through the pool's statistics), answered in submission order.
+/// (checked through the pool's statistics), answered in submission order, each answer awaited
+/// under the watchdog.
 pub fn group(store: &Store, ops: Vec<Op>) -> Vec<Result<Outcome, Error>> {
-    let before = store.pool_stats();
-    store.hold_writer(true);
-    let mut pending: Vec<_> = ops
-        .into_iter()
-        .map(|op| Box::pin(store.execute(op)))
-        .collect();
-    let mut ready: Vec<Option<Result<Outcome, Error>>> = pending
-        .iter_mut()
-        .map(
-            |f| match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-                Poll::Ready(r) => Some(r),
-                Poll::Pending => None,
-            },
-        )
-        .collect();
-    store.hold_writer(false);
-    let queued = ready.iter().filter(|r| r.is_none()).count() as u64;
-    for (slot, f) in ready.iter_mut().zip(pending) {
-        if slot.is_none() {
-            *slot = Some(wait(f, LIMIT, "a group's request"));
-        }
-    }
-    let after = store.pool_stats();
-    assert_eq!(
-        (
-            after.write_batches - before.write_batches,
-            after.write_requests - before.write_requests
-        ),
-        (u64::from(queued > 0), queued),
-        "the {queued} requests of a group step were not committed as one group"
-    );
-    ready
-        .into_iter()
-        .map(|r| r.expect("every request answered"))
-        .collect()
+    proptests::group_with(store, ops, |f| wait(f, LIMIT, "a group's request"))
 }
 
 /// `PRAGMA integrity_check` on a file (default VFS): "ok" or the problems found.

@@ -1,0 +1,44 @@
+//! What the PostgreSQL test binaries share: the server named by `AGENT_SESSIONS_PG_URL`
+//! (`scripts/test.sh` starts a throwaway one), a schema of its own per test, and raw reads.
+// Each test binary uses its own subset.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub fn server() -> String {
+    std::env::var("AGENT_SESSIONS_PG_URL").unwrap_or_else(|_| {
+        panic!(
+            "AGENT_SESSIONS_PG_URL is not set: these tests need a PostgreSQL server \
+             (scripts/test.sh starts one)"
+        )
+    })
+}
+
+pub fn client() -> postgres::Client {
+    postgres::Client::connect(&server(), postgres::NoTls).expect("connect to the test server")
+}
+
+/// A fresh schema; the URL whose connections use it.
+pub fn schema(tag: &str) -> (String, String) {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let name = format!(
+        "it_{tag}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    client()
+        .batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"
+        ))
+        .unwrap();
+    let url = format!("{}?options=-csearch_path%3D{name}", server());
+    (name, url)
+}
+
+/// The rows of `sql` in `schema`, read behind the store's back.
+pub fn rows(schema: &str, sql: &str) -> Vec<postgres::Row> {
+    let mut c = client();
+    c.batch_execute(&format!("SET search_path = {schema}"))
+        .unwrap();
+    c.query(sql, &[]).unwrap()
+}
