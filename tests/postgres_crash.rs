@@ -72,13 +72,18 @@ fn a_server_crash_under_load_loses_no_acknowledged_write() {
     };
     let before_restart = started(&mut client());
     let as_postgres = |args: &[&str]| {
-        let status = Command::new("runuser")
+        let out = Command::new("runuser")
             .args(["-u", "postgres", "--"])
             .arg(format!("{bin}/pg_ctl"))
             .args(args)
-            .status()
+            .output()
             .unwrap();
-        assert!(status.success(), "pg_ctl {args:?}");
+        assert!(
+            out.status.success(),
+            "pg_ctl {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     as_postgres(&[
         "-D",
@@ -87,7 +92,8 @@ fn a_server_crash_under_load_loses_no_acknowledged_write() {
         "immediate",
         "-w",
         "-t",
-        "30",
+        // Crash recovery on a loaded 2-core machine can take a while.
+        "180",
         "restart",
         "-l",
         &format!("{dir}/log"),

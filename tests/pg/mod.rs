@@ -14,8 +14,20 @@ pub fn server() -> String {
     })
 }
 
+/// A raw client; waits (up to 180 s) for a server that is still starting up or recovering (the
+/// crash tests restart it).
 pub fn client() -> postgres::Client {
-    postgres::Client::connect(&server(), postgres::NoTls).expect("connect to the test server")
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    loop {
+        match postgres::Client::connect(&server(), postgres::NoTls) {
+            Ok(c) => return c,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("waiting for the test server: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            Err(e) => panic!("connect to the test server: {e}"),
+        }
+    }
 }
 
 /// A fresh schema; the URL whose connections use it.
