@@ -765,6 +765,12 @@ impl Model {
             .collect()
     }
 
+    /// The last row ids handed out (`AUTOINCREMENT`'s `sqlite_sequence`): messages, structure
+    /// rows. They tell two histories apart whose rows are the same (an add then a clear).
+    pub fn last_ids(&self) -> (i64, i64) {
+        (self.last_id, self.adv.last_row_id)
+    }
+
     /// Every `message_structure` row, in id order.
     pub fn all_structure_rows(&self) -> Vec<StructureRow> {
         self.adv.rows.clone()
