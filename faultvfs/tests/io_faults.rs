@@ -72,7 +72,7 @@ fn case(
         stop_at,
         durability,
         Faults::default(),
-        None,
+        false,
         counts,
     )
 }
@@ -83,12 +83,13 @@ fn case_on(
     stop_at: usize,
     durability: Durability,
     faults: Faults,
-    settle: Option<std::time::Duration>,
+    settle: bool,
     counts: &Counts,
 ) -> Result<(), String> {
     let mut live = Live::new(durability, faults, false)?;
-    if let Some(t) = settle {
-        std::thread::sleep(t); // (the control) let an early-acknowledged commit land first
+    if settle {
+        // (The control) let an early-acknowledged commit land first.
+        common::drain_writer(live.store.as_ref().expect("open"));
     }
     let calls_before: Vec<u64> = Kind::ALL.iter().map(|k| live.scope.calls(*k)).collect();
     live.scope.arm(plan);
@@ -131,8 +132,8 @@ fn case_on(
     }
     // The fault has stopped: nothing was half-written (every row of every table equals the
     // model's), and the store serves.
-    if let Some(t) = settle {
-        std::thread::sleep(t);
+    if settle {
+        common::drain_writer(live.store.as_ref().expect("open"));
     }
     compare_rows(&live.path, &live.model).map_err(|e| format!("{what}: rows: {e}"))?;
     let store = live.store.clone().expect("open");
@@ -260,7 +261,7 @@ fn negative_control_ack_before_commit_is_caught_by_the_fault_checks() {
         reply_before_commit: true,
         ..Faults::default()
     };
-    let settle = Some(std::time::Duration::from_millis(20));
+    let settle = true;
     // Without faults the broken store passes these checks (each step waits for the previous
     // one's COMMIT on the writer, and the checks wait for the last): what catches it below is
     // the injected faults.

@@ -461,24 +461,31 @@ pub fn serve_write() -> Op {
 
 /// The store serves after whatever happened: a write acknowledged and read back.
 pub fn serves(store: &Store, model: &mut Model) -> Result<(), String> {
-    serves_settled(store, model, None)
+    serves_settled(store, model, false)
 }
 
-/// [`serves`], waiting `settle` between the write and the read (for a negative control whose
-/// acknowledgement comes before its COMMIT).
-pub fn serves_settled(
-    store: &Store,
-    model: &mut Model,
-    settle: Option<Duration>,
-) -> Result<(), String> {
+/// Wait until every group the writer took so far has committed, even on a store that
+/// acknowledges before its COMMIT (a negative control): a request that writes nothing is
+/// answered only after the groups before it were committed (its own COMMIT changes nothing).
+pub fn drain_writer(store: &Store) {
+    let nothing = Op::AddItems {
+        session: "drain".into(),
+        items: Vec::new(),
+    };
+    let _ = wait(store.execute(nothing), LIMIT, "draining the writer");
+}
+
+/// [`serves`]; with `settle`, the writer is drained between the write and the read (for a
+/// negative control whose acknowledgement comes before its COMMIT).
+pub fn serves_settled(store: &Store, model: &mut Model, settle: bool) -> Result<(), String> {
     let add = serve_write();
     let got = wait(store.execute(add.clone()), LIMIT, "a write after the fault");
     let want = model_apply(model, &add);
     if normalize(got.clone()) != normalize(want) {
         return Err(format!("write after the fault: {got:?}"));
     }
-    if let Some(t) = settle {
-        std::thread::sleep(t);
+    if settle {
+        drain_writer(store);
     }
     let read = Op::GetItems {
         session: "after".into(),
