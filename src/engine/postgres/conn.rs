@@ -2,10 +2,11 @@
 //! reconnection, and the settling of a COMMIT whose answer was lost.
 //!
 //! A group (one transaction, a savepoint per request, replies after COMMIT — the pool's
-//! protocol) runs under READ COMMITTED and first takes one transaction-scoped advisory lock per
-//! session it writes, in ascending key order: two of our hosts can then never deadlock on their
-//! groups, and each session has one writing transaction at a time among our writers (I5 per
-//! session). Each write also takes the session row's lock the SDK's writers take, so Python and
+//! protocol) runs under READ COMMITTED and first takes its transaction-scoped advisory locks in
+//! one global order ([`GroupLocks`]): each table pair it writes (shared; exclusive for a prune),
+//! then each session it writes, by ascending key. Two of our hosts can then never deadlock on
+//! their groups, and each session has one writing transaction at a time among our writers (I5
+//! per session). Each write also takes the session row's lock the SDK's writers take, so Python and
 //! Rust writers of one session serialise too. A lock not granted within the busy timeout
 //! (`lock_timeout`) fails the group with [`Error::Busy`].
 //!
@@ -140,14 +141,10 @@ impl PgEngine {
             .context(format!("configuring a connection to {}", self.what))?;
         let row = db
             .client
-            .query_one(sql::CURRENT_SCHEMA, &[])
+            .query_one(sql::SCHEMA_AND_VERSION, &[])
             .map_err(Error::from)?;
         let schema: Option<String> = super::db::get(&row, 0)?;
-        let version: i32 = db
-            .client
-            .query_one("SELECT current_setting('server_version_num')::int4", &[])
-            .map_err(Error::from)
-            .and_then(|r| super::db::get(&r, 0))?;
+        let version: i32 = super::db::get(&row, 1)?;
         if version < 130_000 {
             return Err(Error::Schema(format!(
                 "{} runs PostgreSQL {version}; agent-sessions needs 13 or later \

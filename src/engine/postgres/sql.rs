@@ -281,7 +281,8 @@ pub(crate) const ROLLBACK_TO: &str = "ROLLBACK TO SAVEPOINT request; RELEASE SAV
 pub(crate) const RELEASE_THEN_SAVEPOINT: &str = "RELEASE SAVEPOINT request; SAVEPOINT request";
 pub(crate) const XACT_ID: &str = "SELECT pg_current_xact_id()::text";
 pub(crate) const XACT_STATUS: &str = "SELECT pg_xact_status($1::text::xid8)";
-pub(crate) const CURRENT_SCHEMA: &str = "SELECT current_schema()::text, version()";
+pub(crate) const SCHEMA_AND_VERSION: &str =
+    "SELECT current_schema()::text, current_setting('server_version_num')::int4";
 /// Serialises DDL across hosts (`CREATE TABLE IF NOT EXISTS` races otherwise).
 pub(crate) const DDL_LOCK: &str = "SELECT pg_advisory_xact_lock($1::int8)";
 /// Takes the advisory locks of a group in the list's order (the caller sorts it; `keys` is a
