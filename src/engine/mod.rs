@@ -24,7 +24,7 @@ pub(crate) mod postgres;
 // (under `test-hooks`, without needing the `postgres` feature).
 #[cfg(any(feature = "postgres", feature = "test-hooks"))]
 #[path = "postgres/decide.rs"]
-pub(crate) mod pg_decide;
+pub mod pg_decide;
 pub(crate) mod sqlite;
 
 /// How hard a commit tries to survive a power loss. Every engine maps it to its own setting

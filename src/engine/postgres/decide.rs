@@ -23,7 +23,9 @@
 /// The mode of an advisory lock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Mode {
+    /// `pg_advisory_xact_lock_shared`.
     Shared,
+    /// `pg_advisory_xact_lock`.
     Exclusive,
 }
 
@@ -31,9 +33,13 @@ pub enum Mode {
 /// whether it is a (non-dry-run) prune or a pop.
 #[derive(Clone, Copy, Debug)]
 pub struct Write<K> {
+    /// The key of its table pair.
     pub pair: K,
+    /// The key of its session, if it writes one.
     pub session: Option<K>,
+    /// A prune that deletes (not a dry run).
     pub prune: bool,
+    /// A pop.
     pub pop: bool,
 }
 
@@ -115,9 +121,13 @@ impl Rules {
 #[cfg(feature = "test-hooks")]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Control {
+    /// [`LockOrder::Request`].
     LocksInRequestOrder,
+    /// [`LostCommit::AssumeCommitted`].
     AckLostCommit,
+    /// [`LostCommit::Rerun`].
     RerunLostCommit,
+    /// [`PopRule::SkipLocked`].
     PopSkipLocked,
 }
 
@@ -125,7 +135,9 @@ pub enum Control {
 /// (shared, or exclusive for a pair it prunes), then each session it writes (exclusive).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LockPlan<K> {
+    /// Table pairs' keys and modes.
     pub pairs: Vec<(K, Mode)>,
+    /// Sessions' keys (exclusive).
     pub sessions: Vec<K>,
 }
 
@@ -202,7 +214,9 @@ pub enum Failure {
 /// The server's answer about the transaction of a COMMIT whose answer was lost.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Status {
+    /// `committed`.
     Committed,
+    /// `aborted` (also what a restarted server says of a transaction it lost).
     Aborted,
     /// The server has not noticed the lost connection yet (or the answer was not a status).
     InProgress,
@@ -224,7 +238,12 @@ pub enum Event {
     /// The connection was lost before COMMIT's answer arrived: the outcome is ambiguous.
     CommitLost,
     /// The answer of the commit-status query; `past_deadline` once the host stopped waiting.
-    Status { answer: Status, past_deadline: bool },
+    Status {
+        /// What the server said.
+        answer: Status,
+        /// The host's deadline for settling has passed.
+        past_deadline: bool,
+    },
 }
 
 /// What every request of a group is told.
@@ -264,6 +283,7 @@ pub struct Group {
 }
 
 impl Group {
+    /// A group about to begin.
     pub fn new() -> Group {
         Group::default()
     }
