@@ -2,13 +2,18 @@
 //! engine's rules must show no violation, and under each broken rule (the negative controls)
 //! must show the violation that rule causes. States and time are printed for the CI log.
 
+use std::io::Write;
+
 use agent_sessions::hooks::pg_decide::{Control, Rules};
 use mc::scenarios::{ambiguous_commit, crossed_groups, pop_race, three_hosts};
 use mc::{check, Report, Scenario};
 
 fn run(sc: &Scenario, what: &str) -> Report {
     let r = check(sc);
-    println!(
+    // Straight to stderr, past the test harness's capture: the CI log shows every scenario's
+    // size and time, passing or not.
+    let _ = writeln!(
+        std::io::stderr(),
         "{what}: {}: {} states ({} finished runs) in {:.2} s",
         sc.name,
         r.states,
@@ -35,7 +40,8 @@ fn caught(sc: Scenario, expected: &str) {
     let Some((v, trace)) = r.violation else {
         panic!("the broken rule was not caught");
     };
-    println!(
+    let _ = writeln!(
+        std::io::stderr(),
         "  caught: {} after {} steps:\n    {}\n  {v:?}",
         v.kind(),
         trace.len(),
