@@ -90,6 +90,10 @@ pub struct Scenario {
     pub retries: bool,
     /// Commit-status queries a host makes before its deadline.
     pub asks: u8,
+    /// The server ends an orphaned transaction before a host's settling deadline (the
+    /// engine's `idle_in_transaction_session_timeout`, shorter than the deadline); then, with
+    /// the server up, no lost COMMIT may be left "unknown".
+    pub orphan_bound: bool,
     pub rules: Rules,
 }
 
@@ -106,6 +110,8 @@ pub enum Violation {
     FalseFailure { request: String, verdict: String },
     /// No order of the acknowledged operations explains their answers and the final state.
     NotLinearizable { history: String },
+    /// A lost COMMIT left "unknown" although the server never went down.
+    Unsettled { request: String },
     /// No step possible, yet not finished.
     Stuck,
 }
@@ -118,6 +124,7 @@ impl Violation {
             Violation::Loss { .. } => "loss",
             Violation::FalseFailure { .. } => "false failure",
             Violation::NotLinearizable { .. } => "not linearizable",
+            Violation::Unsettled { .. } => "unsettled",
             Violation::Stuck => "stuck",
         }
     }
@@ -748,8 +755,14 @@ impl World<'_> {
                     out.push((format!("host {h}: COMMIT answered"), s));
                 }
                 Phase::Settling(n) => {
-                    let mut s = st.clone();
                     let xid = host.xid.unwrap_or(0);
+                    let last = n + 1 >= self.sc.asks;
+                    let orphan = st.txs[usize::from(xid)].st == TxSt::Active;
+                    if last && orphan && st.up && self.sc.orphan_bound {
+                        // The server ends the orphan first (see `orphan_bound`).
+                        continue;
+                    }
+                    let mut s = st.clone();
                     let answer = if !s.up {
                         Status::Unreachable
                     } else {
@@ -939,6 +952,13 @@ impl World<'_> {
                     Violation::Loss { request, verdict }
                 } else {
                     Violation::FalseFailure { request, verdict }
+                });
+            }
+            // Without crashes the server can always be asked: with orphans bounded, every lost
+            // COMMIT must be settled.
+            if *verdict == Verdict::Unknown && self.sc.crashes == 0 {
+                return Some(Violation::Unsettled {
+                    request: self.describe(a),
                 });
             }
             match (verdict, own) {

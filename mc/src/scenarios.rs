@@ -22,6 +22,7 @@ pub fn crossed_groups(rules: Rules) -> Scenario {
         crashes: 1,
         retries: true,
         asks: 2,
+        orphan_bound: true,
         rules,
     }
 }
@@ -39,6 +40,7 @@ pub fn ambiguous_commit(rules: Rules) -> Scenario {
         crashes: 1,
         retries: true,
         asks: 2,
+        orphan_bound: true,
         rules,
     }
 }
@@ -55,6 +57,7 @@ pub fn pop_race(rules: Rules) -> Scenario {
         crashes: 1,
         retries: true,
         asks: 2,
+        orphan_bound: true,
         rules,
     }
 }
@@ -76,6 +79,7 @@ pub fn three_hosts(rules: Rules) -> Scenario {
         crashes: 0,
         retries: false,
         asks: 2,
+        orphan_bound: true,
         rules,
     }
 }

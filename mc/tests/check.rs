@@ -109,3 +109,13 @@ fn a_skip_locked_pop_is_not_linearizable() {
         "not linearizable",
     );
 }
+
+#[test]
+fn without_a_bound_on_orphans_a_lost_commit_can_stay_unknown() {
+    // The engine's rules on a server that may keep an orphaned transaction past a host's
+    // settling deadline (no `idle_in_transaction_session_timeout`): a COMMIT that never reached
+    // the server is answered "outcome unknown" — safe, but what the engine's bound prevents.
+    let mut sc = three_hosts(Rules::ENGINE);
+    sc.orphan_bound = false;
+    caught(sc, "unsettled");
+}

@@ -50,6 +50,17 @@ pub(crate) struct PgOptions {
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to keep asking the server for the outcome of a COMMIT whose answer was lost.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// `idle_in_transaction_session_timeout` of writer connections. A group never idles inside its
+/// transaction (its requests run back to back), so only an orphan does: a transaction whose
+/// connection this host lost without the server seeing it close (a half-open TCP connection
+/// after a network fault, noticed by keepalives only after hours). Until the server ends it,
+/// the orphan holds its sessions' locks (every host's writes of them are `Busy`) and the
+/// commit-status query says "in progress". The model checker (the `mc` crate) lets the server
+/// end an orphan at some later step; this bound makes "later" seconds rather than hours, and
+/// shorter than the settling deadline, so that a lost COMMIT is settled "aborted" (retryable)
+/// rather than "unknown".
+const ORPHAN_TIMEOUT: Duration = Duration::from_secs(10);
+const _: () = assert!(ORPHAN_TIMEOUT.as_secs() * 2 <= SETTLE_TIMEOUT.as_secs());
 
 /// The 64-bit FNV-1a hash of `parts` (each followed by a NUL byte), as an advisory-lock key.
 /// Stable across hosts, processes and versions: every host must compute the same key.
@@ -167,7 +178,11 @@ impl PgEngine {
             _ => "off",
         };
         match role {
-            Role::Writer => format!("SET lock_timeout = {ms}; SET synchronous_commit = {sync}"),
+            Role::Writer => format!(
+                "SET lock_timeout = {ms}; SET synchronous_commit = {sync}; \
+                 SET idle_in_transaction_session_timeout = {}",
+                ORPHAN_TIMEOUT.as_millis()
+            ),
             Role::Reader(_) => format!("SET lock_timeout = {ms}"),
         }
     }
