@@ -119,3 +119,14 @@ fn without_a_bound_on_orphans_a_lost_commit_can_stay_unknown() {
     sc.orphan_bound = false;
     caught(sc, "unsettled");
 }
+
+/// The largest world, with a server crash too: about 16 million states, too slow for every CI
+/// run (`cargo test --release -p mc -- --ignored`).
+#[test]
+#[ignore]
+fn three_hosts_with_a_crash_pass() {
+    let mut sc = three_hosts(Rules::ENGINE);
+    sc.crashes = 1;
+    sc.name = "three hosts, with a crash";
+    passes(sc);
+}

@@ -2,7 +2,7 @@
 //! locks a group takes and in which order, and what a host does on each outcome of a group's
 //! steps (locks granted or refused, a deadlock, a connection lost before, during or after
 //! COMMIT, the server's answer about a COMMIT whose answer was lost). No I/O and no PostgreSQL
-//! types, so that the real engine ([`super::conn`]) and the model checker (the workspace's `mc`
+//! types, so that the real engine (`postgres::conn`) and the model checker (the workspace's `mc`
 //! crate, through `agent_sessions::hooks::pg_decide`) run the same rules: the engine feeds the
 //! events it observes and performs the actions returned; the checker does the same against a
 //! model of the server, over every interleaving of hosts and faults.
