@@ -86,5 +86,6 @@ pub struct ReadmeDoctests;
 pub mod hooks {
     #![allow(missing_docs)]
     pub use crate::engine::model as model_engine;
+    pub use crate::engine::pg_decide;
     pub use crate::protocol::{engine, handle, latch, pointer, pool, queue, registry, reply, sync};
 }

@@ -20,6 +20,11 @@ pub(crate) mod limit;
 pub mod model;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
+// The multi-host decisions, free of PostgreSQL types: the engine's, and the model checker's
+// (under `test-hooks`, without needing the `postgres` feature).
+#[cfg(any(feature = "postgres", feature = "test-hooks"))]
+#[path = "postgres/decide.rs"]
+pub mod pg_decide;
 pub(crate) mod sqlite;
 
 /// How hard a commit tries to survive a power loss. Every engine maps it to its own setting

@@ -26,10 +26,16 @@ use super::db::Db;
 use super::rows::PgRows;
 use super::sql::{self, Tables};
 use super::{basic, schema};
+use crate::engine::pg_decide::{
+    self as decide, Action, Event, Failure, LockPlan, Mode, Rules, Status, Verdict, Write,
+};
 use crate::engine::{advanced, Durability};
 use crate::error::{Context, Error, Result};
 use crate::protocol::engine::{Connection, Engine, Role};
 use crate::protocol::sync::thread;
+
+/// The rules this engine follows: the ones the model checker explores.
+const RULES: &Rules = &Rules::ENGINE;
 
 /// Settings fixed for a server URL by its first opener in the process.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,6 +51,17 @@ pub(crate) struct PgOptions {
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to keep asking the server for the outcome of a COMMIT whose answer was lost.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// `idle_in_transaction_session_timeout` of writer connections. A group never idles inside its
+/// transaction (its requests run back to back), so only an orphan does: a transaction whose
+/// connection this host lost without the server seeing it close (a half-open TCP connection
+/// after a network fault, noticed by keepalives only after hours). Until the server ends it,
+/// the orphan holds its sessions' locks (every host's writes of them are `Busy`) and the
+/// commit-status query says "in progress". The model checker (the `mc` crate) lets the server
+/// end an orphan at some later step; this bound makes "later" seconds rather than hours, and
+/// shorter than the settling deadline, so that a lost COMMIT is settled "aborted" (retryable)
+/// rather than "unknown".
+const ORPHAN_TIMEOUT: Duration = Duration::from_secs(10);
+const _: () = assert!(ORPHAN_TIMEOUT.as_secs() * 2 <= SETTLE_TIMEOUT.as_secs());
 
 /// The 64-bit FNV-1a hash of `parts` (each followed by a NUL byte), as an advisory-lock key.
 /// Stable across hosts, processes and versions: every host must compute the same key.
@@ -59,51 +76,34 @@ pub(crate) fn lock_key(parts: &[&str]) -> i64 {
     h as i64
 }
 
-/// The advisory locks a group takes when it begins, in this order: each table pair it writes —
-/// shared, or exclusive for a pair it prunes — then each session it writes, both by ascending
-/// key. Every group of every host takes its locks in this one order, so none can wait for
-/// another in a cycle; a prune waits for the groups in flight on its tables and holds off new
-/// ones, so no write on another host can slip between its reading the idle list and its
-/// deletes.
-struct GroupLocks {
-    /// `(pair key, exclusive)`.
-    pairs: Vec<(i64, bool)>,
-    sessions: Vec<i64>,
+/// The advisory locks of a group ([`decide::LockPlan`]: table pairs shared, or exclusive for a
+/// pair it prunes, then sessions, all by ascending key), for the keys of this schema. Every
+/// group of every host takes its locks in this one order, so none can wait for another in a
+/// cycle; a prune waits for the groups in flight on its tables and holds off new ones, so no
+/// write on another host can slip between its reading the idle list and its deletes.
+fn lock_plan(schema: &str, batch: &mut dyn Iterator<Item = (&Tables, &Op)>) -> LockPlan<i64> {
+    let writes = batch.filter(|(_, op)| op.is_write()).map(|(t, op)| Write {
+        pair: lock_key(&[schema, &t.lock_scope]),
+        session: op.session().map(|s| lock_key(&[schema, &t.lock_scope, s])),
+        prune: matches!(op, Op::PruneSessions { dry_run: false, .. }),
+        pop: matches!(op, Op::PopItem { .. }),
+    });
+    LockPlan::of(RULES, writes)
 }
 
-impl GroupLocks {
-    fn of(schema: &str, batch: &mut dyn Iterator<Item = (&Tables, &Op)>) -> Self {
-        let (mut pairs, mut sessions) = (Vec::new(), Vec::new());
-        for (t, op) in batch.filter(|(_, op)| op.is_write()) {
-            let prune = matches!(op, Op::PruneSessions { dry_run: false, .. });
-            pairs.push((lock_key(&[schema, &t.lock_scope]), prune));
-            if let Some(s) = op.session() {
-                sessions.push(lock_key(&[schema, &t.lock_scope, s]));
-            }
-        }
-        // An exclusive entry sorts before a shared one of its key, and dedup keeps the first.
-        pairs.sort_unstable_by_key(|&(k, x)| (k, !x));
-        pairs.dedup_by_key(|p| p.0);
-        sessions.sort_unstable();
-        sessions.dedup();
-        GroupLocks { pairs, sessions }
+/// The locking statements of `plan`, appended to a simple-query batch, in the plan's order.
+/// The keys are numbers this engine computed, never user text.
+fn append_lock_sql(plan: &LockPlan<i64>, batch: &mut String) {
+    for &(key, mode) in &plan.pairs {
+        let f = match mode {
+            Mode::Exclusive => "pg_advisory_xact_lock",
+            Mode::Shared => "pg_advisory_xact_lock_shared",
+        };
+        batch.push_str(&format!("; SELECT {f}({key})"));
     }
-
-    /// The locking statements, appended to a simple-query batch. The keys are numbers this
-    /// engine computed, never user text.
-    fn append_sql(&self, batch: &mut String) {
-        for &(key, exclusive) in &self.pairs {
-            let f = if exclusive {
-                "pg_advisory_xact_lock"
-            } else {
-                "pg_advisory_xact_lock_shared"
-            };
-            batch.push_str(&format!("; SELECT {f}({key})"));
-        }
-        if !self.sessions.is_empty() {
-            let list: Vec<String> = self.sessions.iter().map(i64::to_string).collect();
-            batch.push_str(&sql::lock_keys(&list.join(",")));
-        }
+    if !plan.sessions.is_empty() {
+        let list: Vec<String> = plan.sessions.iter().map(i64::to_string).collect();
+        batch.push_str(&sql::lock_keys(&list.join(",")));
     }
 }
 
@@ -175,7 +175,11 @@ impl PgEngine {
             _ => "off",
         };
         match role {
-            Role::Writer => format!("SET lock_timeout = {ms}; SET synchronous_commit = {sync}"),
+            Role::Writer => format!(
+                "SET lock_timeout = {ms}; SET synchronous_commit = {sync}; \
+                 SET idle_in_transaction_session_timeout = {}",
+                ORPHAN_TIMEOUT.as_millis()
+            ),
             Role::Reader(_) => format!("SET lock_timeout = {ms}"),
         }
     }
@@ -199,6 +203,7 @@ impl Engine for PgEngine {
             in_tx: false,
             unreleased: false,
             xid: None,
+            group: decide::Group::new(),
         })
     }
 }
@@ -215,6 +220,8 @@ pub(crate) struct PgConn {
     unreleased: bool,
     /// The open group's transaction id (`pg_current_xact_id`), to settle a lost COMMIT.
     xid: Option<String>,
+    /// The open group's progress through the multi-host decisions.
+    group: decide::Group,
 }
 
 /// Whether `e` says the server ended the connection (besides the client noticing it closed):
@@ -248,11 +255,10 @@ impl PgConn {
         result
     }
 
-    /// BEGIN and read the transaction id, in one round trip.
     /// BEGIN, read the transaction id and take the group's advisory locks, in one round trip.
-    fn begin_once(&mut self, locks: &GroupLocks) -> Result<()> {
+    fn begin_once(&mut self, locks: &LockPlan<i64>) -> Result<()> {
         let mut batch = format!("{}; {}", sql::BEGIN_WRITE, sql::XACT_ID);
-        locks.append_sql(&mut batch);
+        append_lock_sql(locks, &mut batch);
         let messages = self.with(|db, _| match db.client.simple_query(&batch) {
             Ok(messages) => Ok(messages),
             Err(e) => {
@@ -269,44 +275,91 @@ impl PgConn {
         Ok(())
     }
 
-    /// Ask the server whether the group whose COMMIT answer was lost committed.
+    /// How the decisions see a failed step: the connection lost (this connection was dropped),
+    /// a lock not granted, or anything else.
+    fn failure(&self, e: &Error) -> Failure {
+        if self.db.is_none() {
+            Failure::Lost
+        } else if e.is_retryable() {
+            // `lock_timeout` and deadlocks are the retryable errors of a write's locks.
+            Failure::LockTimeout
+        } else {
+            Failure::Other
+        }
+    }
+
+    /// Perform a reply decision for a COMMIT: `Ok` or the error that tells the caller what
+    /// happened.
+    fn verdict(&self, verdict: Verdict, xid: &str, cause: Error) -> Result<()> {
+        match verdict {
+            Verdict::Ok => Ok(()),
+            Verdict::Busy => Err(Error::Busy {
+                message: format!(
+                    "the connection was lost during COMMIT and the server rolled the group \
+                     back (transaction {xid}): nothing of it was written; retry"
+                ),
+                source: None,
+            }),
+            Verdict::Failed => Err(cause),
+            Verdict::Unknown => Err(Error::Postgres {
+                code: None,
+                message: format!(
+                    "the connection was lost during COMMIT and whether transaction {xid} \
+                     committed could not be learned in {SETTLE_TIMEOUT:?} ({cause}); its \
+                     writes may or may not be stored"
+                ),
+                source: None,
+            }),
+        }
+    }
+
+    /// Ask the server whether the group whose COMMIT answer was lost committed, for as long as
+    /// the decisions say to.
     fn settle(&mut self, commit_error: Error) -> Result<()> {
-        let Some(xid) = self.xid.take() else {
-            return Err(commit_error);
-        };
+        let xid = self.xid.take();
         let deadline = Instant::now() + SETTLE_TIMEOUT;
+        let mut asked = false;
         loop {
-            let status = self.with(|db, _| {
-                let row = db.client.query_one(sql::XACT_STATUS, &[&xid])?;
-                super::db::get::<Option<String>>(&row, 0)
-            });
-            match status.as_ref().map(|s| s.as_deref()) {
-                Ok(Some("committed")) => {
-                    crate::trace::event!(warn, xid, "COMMIT answer lost; the server committed");
+            let answer = match &xid {
+                // No transaction id to ask about: the outcome cannot be learned.
+                None => Status::Unreachable,
+                Some(xid) => {
+                    if asked {
+                        thread::sleep(Duration::from_millis(100));
+                    }
+                    asked = true;
+                    let status = self.with(|db, _| {
+                        let row = db.client.query_one(sql::XACT_STATUS, &[xid])?;
+                        super::db::get::<Option<String>>(&row, 0)
+                    });
+                    match status.as_ref().map(|s| s.as_deref()) {
+                        Ok(Some("committed")) => Status::Committed,
+                        Ok(Some("aborted")) => Status::Aborted,
+                        // "in progress": the server has not noticed the lost connection yet.
+                        Ok(_) => Status::InProgress,
+                        Err(_) => Status::Unreachable,
+                    }
+                }
+            };
+            let past_deadline = xid.is_none() || Instant::now() >= deadline;
+            let event = Event::Status {
+                answer,
+                past_deadline,
+            };
+            let shown = xid.as_deref().unwrap_or("unknown");
+            match self.group.on(RULES, event) {
+                Action::AskStatus => continue,
+                Action::Reply(Verdict::Ok) => {
+                    crate::trace::event!(
+                        warn,
+                        xid = shown,
+                        "COMMIT answer lost; the server committed"
+                    );
                     return Ok(());
                 }
-                Ok(Some("aborted")) => {
-                    return Err(Error::Busy {
-                        message: format!(
-                            "the connection was lost during COMMIT and the server rolled the \
-                             group back (transaction {xid}): nothing of it was written; retry"
-                        ),
-                        source: None,
-                    })
-                }
-                // Still "in progress": the server has not noticed the lost connection yet.
-                _ if Instant::now() < deadline => thread::sleep(Duration::from_millis(100)),
-                _ => {
-                    return Err(Error::Postgres {
-                        code: None,
-                        message: format!(
-                            "the connection was lost during COMMIT and whether transaction \
-                             {xid} committed could not be learned in {SETTLE_TIMEOUT:?} \
-                             ({commit_error}); its writes may or may not be stored"
-                        ),
-                        source: None,
-                    })
-                }
+                Action::Reply(v) => return self.verdict(v, shown, commit_error),
+                // No other action follows a status answer; were one to, the outcome is unknown.
+                _ => return self.verdict(Verdict::Unknown, shown, commit_error),
             }
         }
     }
@@ -316,17 +369,29 @@ impl Connection for PgConn {
     type Ctx = Tables;
 
     fn begin(&mut self, batch: &mut dyn Iterator<Item = (&Tables, &Op)>) -> Result<()> {
-        let locks = GroupLocks::of(&self.schema, batch);
+        let locks = lock_plan(&self.schema, batch);
         self.unreleased = false;
-        if let Err(e) = self.begin_once(&locks) {
-            // A connection that died while idle (a restarted server) is noticed only now:
-            // nothing has been done yet, so reconnect and begin once more.
-            if self.db.is_some() {
-                return Err(e);
-            }
-            self.begin_once(&locks)?;
+        self.group = decide::Group::new();
+        loop {
+            let event = match self.begin_once(&locks) {
+                Ok(()) => Event::Begun,
+                Err(e) => match self.group.on(RULES, Event::BeginFailed(self.failure(&e))) {
+                    // A connection that died while idle (a restarted server) is noticed only
+                    // now: nothing has been done yet, so reconnect and begin once more.
+                    Action::BeginAgain => continue,
+                    _ => return Err(e),
+                },
+            };
+            return match self.group.on(RULES, event) {
+                Action::RunRequests => Ok(()),
+                // Nothing else follows a successful begin.
+                _ => Err(Error::Postgres {
+                    code: None,
+                    message: "internal: no decision to run a group that began".into(),
+                    source: None,
+                }),
+            };
         }
-        Ok(())
     }
 
     fn savepoint(&mut self) -> Result<()> {
@@ -354,15 +419,24 @@ impl Connection for PgConn {
         let result = self.with(|db, _| db.run(sql::COMMIT));
         let was_lost = self.db.is_none();
         self.in_tx = false;
-        match result {
-            Ok(()) => {
+        let event = match &result {
+            Ok(()) => Event::CommitOk,
+            Err(_) if was_lost => Event::CommitLost,
+            Err(_) => Event::CommitRefused,
+        };
+        match (self.group.on(RULES, event), result) {
+            (Action::AskStatus, Err(e)) => self.settle(e),
+            (Action::Reply(Verdict::Ok), Ok(())) => {
                 self.xid = None;
                 Ok(())
             }
-            Err(e) if was_lost => self.settle(e),
-            Err(e) => {
+            (_, Err(e)) => {
                 self.xid = None;
                 Err(e)
+            }
+            (_, Ok(())) => {
+                self.xid = None;
+                Ok(())
             }
         }
     }

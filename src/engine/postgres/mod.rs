@@ -17,7 +17,8 @@
 //!   savepoint, exactly as on SQLite; unique constraints back up sequence numbers per session
 //!   and branch reservations.
 //!
-//! Layout, as on SQLite: [`open`] (one pool per URL per process), [`conn`] (connections, the
+//! Layout, as on SQLite: [`open`] (one pool per URL per process), `decide` (the multi-host
+//! decisions as a pure state machine, which the model checker explores), [`conn`] (connections, the
 //! lock protocol, reconnection, dispatch), [`basic`], [`rows`] (the Advanced primitives),
 //! [`schema`] (DDL under an advisory lock, the ownership check), [`sql`] (every SQL text) and
 //! [`db`] (prepared statements, panic-free column reads).
