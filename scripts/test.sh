@@ -56,7 +56,7 @@ step "packaging (cargo package --workspace: every crate meant for publishing)"
 # against the first run's code. Drop our crates' unpacked copies and verify in a fresh target.
 rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/agent-sessions-* target/package-verify
 CARGO_TARGET_DIR=target/package-verify \
-  cargo package --workspace --exclude loom-tests --exclude proptests --exclude faultvfs --allow-dirty --quiet
+  cargo package --workspace --exclude loom-tests --exclude proptests --exclude faultvfs --exclude mc --allow-dirty --quiet
 
 step "a downstream crate (downstream-check/: default features, tokio, no internals)"
 scripts/downstream.sh
