@@ -102,4 +102,5 @@ fi
   tests/extensions/memory/test_advanced_sqlite_session.py)
 
 step "benchmark smoke (${BENCH_SECONDS:=2} s; the full run is 20 s: python/bench.py)"
-"$py" python/bench.py --seconds "$BENCH_SECONDS" --dir "$work"
+# -P: not the source tree beside the script (it has no compiled extension), the installed wheel.
+"$py" -P python/bench.py --seconds "$BENCH_SECONDS" --dir "$work"
