@@ -337,6 +337,7 @@ fn writer_loop<C: Connection>(mut conn: C, queue: &Queue<C::Ctx>, config: PoolCo
         #[cfg(feature = "tracing")]
         let (started, requests) = (std::time::Instant::now(), batch.len());
         run_batch(&mut conn, &mut batch, &mut results, config.faults);
+        conn.maintain(&mut || queue.is_empty());
         #[cfg(feature = "tracing")]
         {
             let elapsed = started.elapsed();
@@ -444,9 +445,9 @@ fn run_one<C: Connection>(conn: &mut C, req: &Request<C::Ctx>) -> Result<Outcome
 
 /// Name the session concerned in an engine error.
 fn in_session(result: Result<Outcome>, op: &Op) -> Result<Outcome> {
-    match op.session() {
-        Some(s) => result.context(format!("session {s:?}")),
-        None => result,
+    match (op.session(), result) {
+        (Some(s), Err(e)) => Err(e).context(format!("session {s:?}")),
+        (_, result) => result,
     }
 }
 

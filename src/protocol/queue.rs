@@ -193,6 +193,11 @@ impl<C> Queue<C> {
         }
     }
 
+    /// Whether no request is waiting.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.state.lock().items.is_empty()
+    }
+
     /// Hold or release the consumer (see `QueueState::held`).
     #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
     pub(crate) fn hold(&self, held: bool) {
