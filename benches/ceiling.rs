@@ -188,8 +188,12 @@ fn store_rate(durability: Durability, kind: Kind, secs: Duration) -> StoreRun {
     runtime.block_on(async {
         let mut tasks = Vec::new();
         for w in 0..WRITERS {
-            let (s, stop, writes, max_us) =
-                (session.clone(), stop.clone(), writes.clone(), max_us.clone());
+            let (s, stop, writes, max_us) = (
+                session.clone(),
+                stop.clone(),
+                writes.clone(),
+                max_us.clone(),
+            );
             tasks.push(tokio::spawn(async move {
                 let mut i = 0;
                 while !stop.load(Ordering::Relaxed) {
@@ -253,9 +257,7 @@ fn count(what: &str, n: u64) {
             };
             let store = open_store(&path, Durability::Normal, kind);
             let session = session_of(&store, kind);
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .build()
-                .unwrap();
+            let runtime = tokio::runtime::Builder::new_multi_thread().build().unwrap();
             let per_writer = n / WRITERS as u64;
             runtime.block_on(async {
                 let tasks: Vec<_> = (0..WRITERS)
@@ -346,7 +348,10 @@ fn main() {
         median(&mut adv),
     );
     println!();
-    println!("medians of {rounds} round(s), {:.0} s each:", secs.as_secs_f64());
+    println!(
+        "medians of {rounds} round(s), {:.0} s each:",
+        secs.as_secs_f64()
+    );
     println!("  raw normal {raw_n:.0}/s, raw full {raw_f:.0}/s");
     println!("  store normal {st_n:.0}/s, store full {st_f:.0}/s, advanced {adv:.0}/s");
     println!(
