@@ -6,7 +6,8 @@
 //!   `COMMIT` — on the SDK's tables, at `synchronous=NORMAL` and `FULL`;
 //! - **store**: the `agent-sessions stress` workload (30 writer tasks looping
 //!   `add_items([one item])`, 10 reader tasks looping `get_items(limit=20)`, one shared session,
-//!   a multi-threaded tokio runtime) at Normal and Full, and with Advanced sessions at Normal.
+//!   a multi-threaded tokio runtime) at Normal and Full, and with Advanced sessions at Normal;
+//!   and, to show what the readers take from the writer on a small machine, the writers alone.
 //!
 //! Each round runs every configuration once, on a fresh file; rounds repeat, and the medians
 //! give the ratios the performance issue targets. The machine is shared and noisy: only ratios
@@ -171,8 +172,9 @@ struct StoreRun {
     mean_group: f64,
 }
 
-/// The stress workload for `secs`: writes/s, reads/s, the slowest add, the mean group size.
-fn store_rate(durability: Durability, kind: Kind, secs: Duration) -> StoreRun {
+/// The stress workload for `secs` (with `readers` reader tasks): writes/s, reads/s, the slowest
+/// add, the mean group size.
+fn store_rate(durability: Durability, kind: Kind, readers: usize, secs: Duration) -> StoreRun {
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(&dir.path().join("store.db"), durability, kind);
     let session = session_of(&store, kind);
@@ -205,7 +207,7 @@ fn store_rate(durability: Durability, kind: Kind, secs: Duration) -> StoreRun {
                 }
             }));
         }
-        for _ in 0..READERS {
+        for _ in 0..readers {
             let (s, stop, reads) = (session.clone(), stop.clone(), reads.clone());
             tasks.push(tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
@@ -310,8 +312,8 @@ fn main() {
     }
     let secs = Duration::from_secs_f64(env_or("CEILING_SECONDS", 10.0));
     let rounds: usize = env_or("CEILING_ROUNDS", 2);
-    let (mut raw_n, mut raw_f, mut st_n, mut st_f, mut adv) =
-        (vec![], vec![], vec![], vec![], vec![]);
+    let (mut raw_n, mut raw_f, mut st_n, mut st_w, mut st_f, mut adv) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
     println!(
         "{:<8} {:<26} {:>10} {:>10} {:>9} {:>7}",
         "round", "workload", "writes/s", "reads/s", "max ms", "group"
@@ -327,23 +329,27 @@ fn main() {
         let r = raw_rate(Durability::Normal, secs);
         line("raw, normal", r, None);
         raw_n.push(r);
-        let s = store_rate(Durability::Normal, Kind::Basic, secs);
+        let s = store_rate(Durability::Normal, Kind::Basic, READERS, secs);
         line("store, normal", s.writes_per_sec, Some(&s));
         st_n.push(s.writes_per_sec);
+        let s = store_rate(Durability::Normal, Kind::Basic, 0, secs);
+        line("store, normal, no readers", s.writes_per_sec, Some(&s));
+        st_w.push(s.writes_per_sec);
         let r = raw_rate(Durability::Full, secs);
         line("raw, full", r, None);
         raw_f.push(r);
-        let s = store_rate(Durability::Full, Kind::Basic, secs);
+        let s = store_rate(Durability::Full, Kind::Basic, READERS, secs);
         line("store, full", s.writes_per_sec, Some(&s));
         st_f.push(s.writes_per_sec);
-        let s = store_rate(Durability::Normal, Kind::Advanced, secs);
+        let s = store_rate(Durability::Normal, Kind::Advanced, READERS, secs);
         line("store, advanced, normal", s.writes_per_sec, Some(&s));
         adv.push(s.writes_per_sec);
     }
-    let (raw_n, raw_f, st_n, st_f, adv) = (
+    let (raw_n, raw_f, st_n, st_w, st_f, adv) = (
         median(&mut raw_n),
         median(&mut raw_f),
         median(&mut st_n),
+        median(&mut st_w),
         median(&mut st_f),
         median(&mut adv),
     );
@@ -367,4 +373,8 @@ fn main() {
         adv / st_n
     );
     println!("  store full / raw full      {:.2}", st_f / raw_f);
+    println!(
+        "  store normal without readers / raw normal  {:.2}   (no reader load: {st_w:.0}/s)",
+        st_w / raw_n
+    );
 }
