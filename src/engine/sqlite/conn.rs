@@ -206,6 +206,8 @@ fn take_checkpoints(conn: &mut Sql, busy_timeout: Duration) -> Result<WalState> 
     Ok(WalState {
         frames,
         checkpointed: 0,
+        checkpoint_target: 0,
+        restart_at: RESTART_CHECKPOINT_FRAMES,
         busy_timeout,
     })
 }
@@ -216,6 +218,10 @@ struct WalState {
     frames: Arc<AtomicUsize>,
     /// Frames the last checkpoint had copied into the database.
     checkpointed: usize,
+    /// Frames in the WAL when the last checkpoint ran (it was complete if it copied them all).
+    checkpoint_target: usize,
+    /// WAL size (frames) at which the next checkpoint is a RESTART.
+    restart_at: usize,
     /// The connection's busy timeout (restored after a RESTART checkpoint's shorter one).
     busy_timeout: Duration,
 }
@@ -374,15 +380,20 @@ impl Connection for SqliteConn {
         let frames = wal.frames.load(Ordering::Relaxed);
         // Fewer frames than checkpointed: the WAL restarted since, and all of them are new.
         let pending = frames.checked_sub(wal.checkpointed).unwrap_or(frames);
-        if pending < IDLE_CHECKPOINT_FRAMES
-            || (pending < BUSY_CHECKPOINT_FRAMES && !idle())
+        // A checkpoint that readers kept short of the WAL's end is retried after every group
+        // (as SQLite's auto-checkpoint retries on every commit): the WAL starts over only once
+        // one reaches the end.
+        let retry = wal.checkpointed < wal.checkpoint_target && pending > 0;
+        if (!retry
+            && (pending < IDLE_CHECKPOINT_FRAMES || (pending < BUSY_CHECKPOINT_FRAMES && !idle())))
             || !self.conn.is_autocommit()
         {
             return;
         }
+        wal.checkpoint_target = frames;
         // PASSIVE: copies what no reader still needs, never waits for (or blocks) a reader.
         // RESTART once the WAL has not started over for too long (see RESTART_CHECKPOINT_FRAMES).
-        let restart = frames >= RESTART_CHECKPOINT_FRAMES;
+        let restart = frames >= wal.restart_at;
         let mode = if restart {
             let _ = self.conn.busy_timeout(RESTART_WAIT);
             CheckpointMode::RESTART
@@ -392,6 +403,14 @@ impl Connection for SqliteConn {
         let result = self.conn.wal_checkpoint_v2(None::<&str>, mode);
         if restart {
             let _ = self.conn.busy_timeout(wal.busy_timeout);
+            // A reader that kept it waiting (a long read) is not waited for again until the
+            // WAL has grown as much once more.
+            wal.restart_at = match result {
+                Ok((_, done)) if usize::try_from(done).is_ok_and(|d| d >= frames) => {
+                    RESTART_CHECKPOINT_FRAMES
+                }
+                _ => frames + RESTART_CHECKPOINT_FRAMES,
+            };
         }
         match result {
             // Frames up to `done` are in the database (later ones, if any, were held by a
