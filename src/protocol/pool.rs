@@ -174,7 +174,19 @@ impl<E: Engine> Pool<E> {
         let queue = self.queue_for(&op);
         let (tx, rx) = reply::channel();
         let mut req = Some(Request::new(ctx.clone(), op, tx));
-        std::future::poll_fn(|cx| queue.poll_push(&mut req, cx)).await?;
+        // Dropped before the request got in (the future cancelled while it waited): give the
+        // place in line, or the wake-up it was given, to the next waiter.
+        let mut wait = CancelWait {
+            queue,
+            ticket: None,
+            waiting: false,
+        };
+        std::future::poll_fn(|cx| {
+            let polled = queue.poll_push(&mut req, &mut wait.ticket, cx);
+            wait.waiting = polled.is_pending();
+            polled
+        })
+        .await?;
         Ok(rx)
     }
 
@@ -289,6 +301,23 @@ impl<E: Engine> Pool<E> {
     /// The sizes the pool was opened with.
     pub fn config(&self) -> PoolConfig {
         self.config
+    }
+}
+
+/// See [`Pool::submit_async`].
+struct CancelWait<'a, C> {
+    queue: &'a Queue<C>,
+    /// The submitter's place in the queue's line of waiters, once it waited.
+    ticket: Option<u64>,
+    /// Whether its last poll left it waiting.
+    waiting: bool,
+}
+
+impl<C> Drop for CancelWait<'_, C> {
+    fn drop(&mut self) {
+        if let (true, Some(ticket)) = (self.waiting, self.ticket) {
+            self.queue.cancel_wait(ticket);
+        }
     }
 }
 
