@@ -41,7 +41,8 @@ done
 if [ -n "${per_add[raw]:-}" ]; then
     for w in $workloads; do
         [ "$w" = raw ] && continue
-        python3 -c "import sys; print(f'{sys.argv[1]} / raw: {int(sys.argv[2]) / int(sys.argv[3]):.2f}x   (target <= 1.5x for store)')" \
-            "$w" "${per_add[$w]}" "${per_add[raw]}"
+        target=""; [ "$w" = store ] && target="   (target <= 1.5x)"
+        python3 -c "import sys; print(f'{sys.argv[1]} / raw: {int(sys.argv[2]) / int(sys.argv[3]):.2f}x{sys.argv[4]}')" \
+            "$w" "${per_add[$w]}" "${per_add[raw]}" "$target"
     done
 fi
