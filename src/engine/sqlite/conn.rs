@@ -238,7 +238,7 @@ pub(crate) struct SqliteConn {
 }
 
 /// A session of one opener's tables, as the group transaction knows it.
-struct GroupSession {
+pub(super) struct GroupSession {
     /// Address of the opener's [`Tables`] (alive while the group runs: its requests hold them),
     /// compared only.
     tables: usize,
@@ -260,7 +260,7 @@ impl GroupSession {
 /// only difference is `updated_at` itself: the time of the touch, later in the same transaction
 /// (SQLite's `CURRENT_TIMESTAMP` has one-second resolution).
 #[derive(Default)]
-struct GroupSessions {
+pub(super) struct GroupSessions {
     /// Rows upserted by requests already released in this group, touch pending.
     pending: Vec<GroupSession>,
     /// Upserted by the current request (kept on its release, forgotten on its rollback).
@@ -280,8 +280,17 @@ impl GroupSessions {
         self.flushed.clear();
     }
 
-    fn knows(&self, t: &Tables, session: &str) -> bool {
+    pub(super) fn knows(&self, t: &Tables, session: &str) -> bool {
         self.pending.iter().any(|g| g.is(t, session))
+    }
+
+    /// The current request upserted `session`'s row and leaves its touch to the group.
+    pub(super) fn upserted(&mut self, t: &Tables, session: &str) {
+        self.current = Some(GroupSession {
+            tables: address(t),
+            touch: t.basic.touch_session.clone(),
+            session: session.to_owned(),
+        });
     }
 }
 
@@ -360,14 +369,22 @@ impl Connection for SqliteConn {
                 let known = self.group.knows(tables, session);
                 basic::append_items(&self.conn, tables, session, items, !known, &mut self.text)?;
                 if !known {
-                    self.group.current = Some(GroupSession {
-                        tables: address(tables),
-                        touch: tables.basic.touch_session.clone(),
-                        session: session.clone(),
-                    });
+                    self.group.upserted(tables, session);
                 }
                 Ok(Outcome::Done)
             }
+            // An Advanced add reads no session row either (its numbering reads are of the
+            // structure tables): its message rows go in as a basic add's do.
+            Op::Advanced {
+                session,
+                view,
+                op: op @ AdvancedOp::AddItems { .. },
+            } if !self.conn.is_autocommit() => advanced::execute(
+                &mut SqliteRows::in_group(&self.conn, tables, &mut self.group),
+                session,
+                view,
+                op,
+            ),
             _ => {
                 self.flush_touches()?;
                 dispatch(&self.conn, tables, op)
