@@ -105,6 +105,18 @@ fn count_fds() -> usize {
         .unwrap_or(0)
 }
 
+/// Size of the database's WAL file in MB (0 when absent, or not an SQLite file).
+fn wal_mb(db: &Database) -> f64 {
+    match db {
+        Database::File(path) => {
+            let mut wal = path.clone().into_os_string();
+            wal.push("-wal");
+            std::fs::metadata(wal).map_or(0.0, |m| m.len() as f64 / (1024.0 * 1024.0))
+        }
+        _ => 0.0,
+    }
+}
+
 fn peak_rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
@@ -171,10 +183,11 @@ pub fn run(
     let reads = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(Errors::default());
     let fd_peak = Arc::new(AtomicU64::new(count_fds() as u64));
+    let mut wal_peak = wal_mb(&db);
 
     let started = Instant::now();
     let duration = Duration::from_secs_f64(args.duration.max(0.0));
-    let (add_hist, get_hist) = runtime.block_on(async {
+    let (add_hist, get_hist, wal_at_stop) = runtime.block_on(async {
         let mut tasks = Vec::new();
         for w in 0..args.writers {
             let s = sessions[w % sessions.len()].clone();
@@ -222,6 +235,7 @@ pub fn run(
         while started.elapsed() < duration {
             tokio::time::sleep(Duration::from_millis(100)).await;
             fd_peak.fetch_max(count_fds() as u64, Ordering::Relaxed);
+            wal_peak = wal_peak.max(wal_mb(&db));
             if last.elapsed() >= Duration::from_secs(1) {
                 last = Instant::now();
                 let secs = started.elapsed().as_secs_f64();
@@ -237,13 +251,15 @@ pub fn run(
             }
         }
         stop.store(true, Ordering::Relaxed);
+        wal_peak = wal_peak.max(wal_mb(&db));
+        let wal_at_stop = wal_mb(&db);
         let (mut add, mut get) = (histogram(), histogram());
         for t in tasks {
             if let Ok((is_writer, h)) = t.await {
                 if is_writer { &mut add } else { &mut get }.add(&h)?;
             }
         }
-        Ok::<_, hdrhistogram::AdditionError>((add, get))
+        Ok::<_, hdrhistogram::AdditionError>((add, get, wal_at_stop))
     })?;
     let elapsed = started.elapsed().as_secs_f64();
     eprintln!();
@@ -281,6 +297,7 @@ pub fn run(
         "add_latency_ms": latency_summary(&add_hist), "get_latency_ms": latency_summary(&get_hist),
         "fds": {"start": fd_start, "peak": fd_peak.load(Ordering::Relaxed), "end": fd_end},
         "peak_rss_mb": peak_rss_mb(),
+        "wal_mb": {"peak": wal_peak, "at_stop": wal_at_stop},
         "stored_rows": stored, "engine_integrity": check, "integrity_ok": integrity_ok,
     });
     if args.json {
@@ -307,6 +324,9 @@ pub fn run(
         println!(
             "peak rss    {:.1} MB",
             report["peak_rss_mb"].as_f64().unwrap_or(0.0)
+        );
+        println!(
+            "wal         peak {wal_peak:.1} MB, {wal_at_stop:.1} MB when the workload stopped"
         );
         println!(
             "integrity   {} (stored {stored}, acknowledged {acked}, engine: {check})",

@@ -571,6 +571,47 @@ fn loom_cancelled_async_submitter_waiting_for_space() {
     );
 }
 
+/// I4 with one wake-up per freed slot: an async submitter woken for the slot the writer freed
+/// gives up (its future dropped) instead of taking it, while a blocking submitter waits in line
+/// behind it. The wake-up passes on: the blocking submitter gets in and is served, and nothing
+/// of the cancelled one is stored. (Verified by mutation: a `cancel_wait` that only leaves the
+/// line, without passing on the wake-up it was given, leaves the blocking submitter parked on
+/// an empty queue, which loom reports as a deadlock.)
+fn woken_then_cancelled_submitter_passes_the_wake_up_on() {
+    use std::future::Future;
+    use std::task::{Context, Waker};
+    let (engine, h, accepted) = held_full_queue();
+    let h2 = h.clone();
+    let blocked = thread::spawn(move || h2.call_blocking(add("s", json!("blocked"))));
+    {
+        let mut waiting = Box::pin(h.call(add("s", json!("cancelled"))));
+        let polled = waiting
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()));
+        assert!(polled.is_pending(), "a full queue took a request");
+        let h3 = h.clone();
+        let release = thread::spawn(move || h3.pool().hold_writer(false));
+        assert_eq!(accepted.wait(), Ok(Outcome::Done));
+        release.join().unwrap();
+    } // cancelled here, possibly after its wake-up
+    assert_eq!(blocked.join().unwrap(), Ok(Outcome::Done));
+    h.close();
+    h.wait_closed();
+    assert_eq!(
+        engine.snapshot().rows("s"),
+        vec![Some(json!("accepted")), Some(json!("blocked"))]
+    );
+    assert_eq!(engine.stats.open_now(), 0);
+}
+
+#[test]
+fn loom_woken_then_cancelled_submitter_passes_the_wake_up_on() {
+    model(
+        "woken_then_cancelled_submitter_passes_the_wake_up_on",
+        woken_then_cancelled_submitter_passes_the_wake_up_on,
+    );
+}
+
 /// I14: an opener whose settings check fails, racing the last close of the file: it gets its
 /// error and counts no handle, so the close still releases the pool — the registry ends empty
 /// and nothing is open. (Verified by mutation: counting the handle before the check keeps the

@@ -53,4 +53,10 @@ pub trait Connection: Send + 'static {
     fn execute(&mut self, ctx: &Self::Ctx, op: &Op) -> Result<Outcome>;
     /// Run one read-only operation on a reader connection, on one consistent snapshot.
     fn read(&mut self, ctx: &Self::Ctx, op: &Op) -> Result<Outcome>;
+    /// Housekeeping on the writer between groups, after the group's replies went out (SQLite
+    /// checkpoints its WAL here, off the commit path). `idle()` tells whether no request is
+    /// waiting; an engine asks only when it has something to do. Never fails a request.
+    fn maintain(&mut self, idle: &mut dyn FnMut() -> bool) {
+        let _ = idle;
+    }
 }

@@ -174,7 +174,19 @@ impl<E: Engine> Pool<E> {
         let queue = self.queue_for(&op);
         let (tx, rx) = reply::channel();
         let mut req = Some(Request::new(ctx.clone(), op, tx));
-        std::future::poll_fn(|cx| queue.poll_push(&mut req, cx)).await?;
+        // Dropped before the request got in (the future cancelled while it waited): give the
+        // place in line, or the wake-up it was given, to the next waiter.
+        let mut wait = CancelWait {
+            queue,
+            ticket: None,
+            waiting: false,
+        };
+        std::future::poll_fn(|cx| {
+            let polled = queue.poll_push(&mut req, &mut wait.ticket, cx);
+            wait.waiting = polled.is_pending();
+            polled
+        })
+        .await?;
         Ok(rx)
     }
 
@@ -292,6 +304,23 @@ impl<E: Engine> Pool<E> {
     }
 }
 
+/// See [`Pool::submit_async`].
+struct CancelWait<'a, C> {
+    queue: &'a Queue<C>,
+    /// The submitter's place in the queue's line of waiters, once it waited.
+    ticket: Option<u64>,
+    /// Whether its last poll left it waiting.
+    waiting: bool,
+}
+
+impl<C> Drop for CancelWait<'_, C> {
+    fn drop(&mut self) {
+        if let (true, Some(ticket)) = (self.waiting, self.ticket) {
+            self.queue.cancel_wait(ticket);
+        }
+    }
+}
+
 /// Join a pool thread — unless it is the calling thread (a pool thread can drop the last handle
 /// of its own pool, e.g. through a waker that owned a task): it is already on its way out.
 fn join(t: thread::JoinHandle<()>) {
@@ -337,6 +366,7 @@ fn writer_loop<C: Connection>(mut conn: C, queue: &Queue<C::Ctx>, config: PoolCo
         #[cfg(feature = "tracing")]
         let (started, requests) = (std::time::Instant::now(), batch.len());
         run_batch(&mut conn, &mut batch, &mut results, config.faults);
+        conn.maintain(&mut || queue.is_empty());
         #[cfg(feature = "tracing")]
         {
             let elapsed = started.elapsed();
@@ -444,9 +474,9 @@ fn run_one<C: Connection>(conn: &mut C, req: &Request<C::Ctx>) -> Result<Outcome
 
 /// Name the session concerned in an engine error.
 fn in_session(result: Result<Outcome>, op: &Op) -> Result<Outcome> {
-    match op.session() {
-        Some(s) => result.context(format!("session {s:?}")),
-        None => result,
+    match (op.session(), result) {
+        (Some(s), Err(e)) => Err(e).context(format!("session {s:?}")),
+        (_, result) => result,
     }
 }
 

@@ -1,7 +1,9 @@
 //! The bounded request queue between callers and one pool thread (or the readers sharing one
-//! queue): blocking submitters wait on a condvar for space, async ones register a waker under the
-//! same lock, so no wake-up is lost (I4); closing wakes everyone, and a queue abandoned by a dying
-//! thread fails what it still holds with `Closed`.
+//! queue): submitters waiting for space (blocking ones on a condvar of their own, async ones by
+//! their waker) line up in one FIFO under the queue's lock, so no wake-up is lost (I4); each
+//! freed slot wakes the next one in line (not every waiter: O(N) wake-ups under overload, not
+//! O(N²)), an async waiter cancelled after its wake-up passes it on, closing wakes everyone, and
+//! a queue abandoned by a dying thread fails what it still holds with `Closed`.
 
 use std::collections::VecDeque;
 use std::task::{Context as TaskContext, Poll, Waker};
@@ -72,17 +74,35 @@ pub(crate) struct QueueState<C> {
     /// Test hook: the consumer takes nothing while set (unless the queue is closed), so a test
     /// can queue several requests and know they form one group.
     held: bool,
-    /// Async submitters waiting for space (blocking ones wait on the `space` condvar).
-    space_waiters: Vec<Waker>,
+    /// Submitters waiting for space, oldest first.
+    space_waiters: VecDeque<Waiter>,
+    /// The next async submitter's ticket.
+    next_ticket: u64,
     /// Batches taken and requests in them, for [`PoolStats`].
     pub(crate) batches: u64,
     pub(crate) taken: u64,
 }
 
+/// One submitter waiting for space.
+enum Waiter {
+    /// An async submitter: its future's ticket and its task's latest waker.
+    Async(u64, Waker),
+    /// A blocking submitter, parked on its own condvar (under the queue's lock).
+    Blocking(Arc<Condvar>),
+}
+
+impl Waiter {
+    fn wake(self) {
+        match self {
+            Waiter::Async(_, w) => w.wake(),
+            Waiter::Blocking(cv) => cv.notify_one(),
+        }
+    }
+}
+
 pub(crate) struct Queue<C> {
     pub(crate) state: Mutex<QueueState<C>>,
     available: Condvar,
-    space: Condvar,
     cap: usize,
     byte_cap: usize,
 }
@@ -103,12 +123,12 @@ impl<C> Queue<C> {
                 open: true,
                 bytes: 0,
                 held: false,
-                space_waiters: Vec::new(),
+                space_waiters: VecDeque::new(),
+                next_ticket: 0,
                 batches: 0,
                 taken: 0,
             }),
             available: Condvar::new(),
-            space: Condvar::new(),
             cap: cap.max(1),
             byte_cap: byte_cap.max(1),
         }
@@ -116,6 +136,7 @@ impl<C> Queue<C> {
 
     pub(crate) fn push(&self, req: Request<C>) -> Result<()> {
         let mut st = self.state.lock();
+        let mut parked: Option<Arc<Condvar>> = None;
         loop {
             if !st.open {
                 return Err(Error::Closed);
@@ -123,7 +144,18 @@ impl<C> Queue<C> {
             if st.fits(req.bytes, self.cap, self.byte_cap) {
                 break;
             }
-            st = self.space.wait(st);
+            let cv = parked
+                .get_or_insert_with(|| Arc::new(Condvar::new()))
+                .clone();
+            // Woken (taken out of the line) but beaten to the slot, or first time: line up.
+            let in_line = st
+                .space_waiters
+                .iter()
+                .any(|w| matches!(w, Waiter::Blocking(c) if Arc::ptr_eq(c, &cv)));
+            if !in_line {
+                st.space_waiters.push_back(Waiter::Blocking(cv.clone()));
+            }
+            st = cv.wait(st);
         }
         st.bytes += req.bytes;
         st.items.push_back(req);
@@ -134,9 +166,11 @@ impl<C> Queue<C> {
 
     /// The async form of [`Queue::push`]: `Ready` once queued (or closed), else `Pending` with
     /// the waker registered — under the same lock that `free_space` takes, so no wake-up is lost.
+    /// `ticket` identifies the submitting future in the line (set at its first wait).
     pub(crate) fn poll_push(
         &self,
         req: &mut Option<Request<C>>,
+        ticket: &mut Option<u64>,
         cx: &mut TaskContext<'_>,
     ) -> Poll<Result<()>> {
         let mut st = self.state.lock();
@@ -145,9 +179,30 @@ impl<C> Queue<C> {
         }
         let bytes = req.as_ref().map_or(0, |r| r.bytes);
         if !st.fits(bytes, self.cap, self.byte_cap) {
-            // A task polled again (e.g. in a `select!` loop) must not pile up copies.
-            if !st.space_waiters.iter().any(|w| w.will_wake(cx.waker())) {
-                st.space_waiters.push(cx.waker().clone());
+            // A future polled again (e.g. in a `select!` loop) keeps its place, with the
+            // task's current waker; one woken but beaten to the slot lines up again.
+            let id = match *ticket {
+                Some(id) => id,
+                None => {
+                    let id = st.next_ticket;
+                    st.next_ticket += 1;
+                    *ticket = Some(id);
+                    id
+                }
+            };
+            let place = st
+                .space_waiters
+                .iter_mut()
+                .find(|w| matches!(w, Waiter::Async(t, _) if *t == id));
+            match place {
+                Some(Waiter::Async(_, w)) => {
+                    if !w.will_wake(cx.waker()) {
+                        *w = cx.waker().clone();
+                    }
+                }
+                _ => st
+                    .space_waiters
+                    .push_back(Waiter::Async(id, cx.waker().clone())),
             }
             return Poll::Pending;
         }
@@ -160,9 +215,28 @@ impl<C> Queue<C> {
         Poll::Ready(Ok(()))
     }
 
-    /// Wake every submitter waiting for space (call without the lock held).
-    fn free_space(&self, waiters: Vec<Waker>) {
-        self.space.notify_all();
+    /// An async submitter that waited for space (with `ticket`) gave up before it got in: out
+    /// of the line if still in it, else it was woken for a slot it will not take, and the
+    /// wake-up goes to the next in line.
+    pub(crate) fn cancel_wait(&self, ticket: u64) {
+        let next = {
+            let mut st = self.state.lock();
+            let before = st.space_waiters.len();
+            st.space_waiters
+                .retain(|w| !matches!(w, Waiter::Async(t, _) if *t == ticket));
+            if st.space_waiters.len() == before {
+                st.space_waiters.pop_front()
+            } else {
+                None
+            }
+        };
+        if let Some(w) = next {
+            w.wake();
+        }
+    }
+
+    /// Wake the given submitters (call without the lock held).
+    fn free_space(&self, waiters: impl IntoIterator<Item = Waiter>) {
         for w in waiters {
             w.wake();
         }
@@ -181,7 +255,9 @@ impl<C> Queue<C> {
                 st.bytes -= out[start..].iter().map(|r| r.bytes).sum::<usize>();
                 st.batches += 1;
                 st.taken += n as u64;
-                let waiters = std::mem::take(&mut st.space_waiters);
+                // One wake-up per freed slot, oldest waiter first.
+                let woken = n.min(st.space_waiters.len());
+                let waiters: Vec<Waiter> = st.space_waiters.drain(..woken).collect();
                 drop(st);
                 self.free_space(waiters);
                 return true;
@@ -191,6 +267,11 @@ impl<C> Queue<C> {
             }
             st = self.available.wait(st);
         }
+    }
+
+    /// Whether no request is waiting.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.state.lock().items.is_empty()
     }
 
     /// Hold or release the consumer (see `QueueState::held`).
@@ -236,5 +317,97 @@ impl<C> Drop for AbandonOnUnwind<C> {
             self.1.store(true, Ordering::Release);
             self.0.abandon();
         }
+    }
+}
+
+// Not under `--cfg agent_sessions_loom` (the loom scenarios cover the interleavings); here the
+// count of wake-ups, which loom does not measure.
+#[cfg(all(test, not(agent_sessions_loom)))]
+#[allow(clippy::disallowed_types)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::task::Wake;
+
+    use super::*;
+    use crate::protocol::reply;
+
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    fn request() -> Request<()> {
+        let (tx, _rx) = reply::channel();
+        let op = Op::AddItems {
+            session: "s".into(),
+            items: vec![serde_json::json!(1)],
+        };
+        Request::new(Arc::new(()), op, tx)
+    }
+
+    struct Waiting {
+        req: Option<Request<()>>,
+        ticket: Option<u64>,
+        count: std::sync::Arc<Count>,
+    }
+
+    impl Waiting {
+        fn poll(&mut self, q: &Queue<()>) -> Poll<Result<()>> {
+            let waker = Waker::from(self.count.clone());
+            q.poll_push(
+                &mut self.req,
+                &mut self.ticket,
+                &mut TaskContext::from_waker(&waker),
+            )
+        }
+        fn woken(&self) -> usize {
+            self.count.0.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    #[test]
+    fn a_freed_slot_wakes_one_waiter_oldest_first_and_a_cancelled_one_passes_it_on() {
+        let q = Queue::<()>::new(1, usize::MAX);
+        q.push(request()).unwrap();
+        let mut waiting: Vec<Waiting> = (0..4)
+            .map(|_| Waiting {
+                req: Some(request()),
+                ticket: None,
+                count: Default::default(),
+            })
+            .collect();
+        for w in &mut waiting {
+            assert!(w.poll(&q).is_pending());
+            // Polled again while waiting: keeps its one place in line.
+            assert!(w.poll(&q).is_pending());
+        }
+        let mut out = Vec::new();
+        assert!(q.pop_batch(8, &mut out));
+        let woken: Vec<usize> = waiting.iter().map(Waiting::woken).collect();
+        assert_eq!(
+            woken,
+            [1, 0, 0, 0],
+            "one slot freed, one (the oldest) woken"
+        );
+        assert!(waiting[0].poll(&q).is_ready());
+
+        out.clear();
+        assert!(q.pop_batch(8, &mut out));
+        assert_eq!(waiting[1].woken(), 1);
+        // The second gives up after its wake-up: the third gets it.
+        q.cancel_wait(waiting[1].ticket.unwrap());
+        let woken: Vec<usize> = waiting.iter().map(Waiting::woken).collect();
+        assert_eq!(woken, [1, 1, 1, 0]);
+        // The fourth, cancelled while still in line, leaves it without waking anyone.
+        q.cancel_wait(waiting[3].ticket.unwrap());
+        assert_eq!(waiting[2].woken() + waiting[3].woken(), 1);
+        assert!(waiting[2].poll(&q).is_ready());
+        // Closing wakes whoever still waits (nobody here) and refuses new requests.
+        q.close();
+        assert!(matches!(q.push(request()), Err(Error::Closed)));
     }
 }

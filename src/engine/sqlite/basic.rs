@@ -18,18 +18,34 @@ pub(crate) fn add_items(
     if items.is_empty() {
         return Ok(());
     }
-    let sql = &t.basic;
-    conn.prepare_cached(&sql.insert_session)?
+    append_items(conn, t, session, items, true, &mut String::new())?;
+    conn.prepare_cached(&t.basic.touch_session)?
         .execute([session])?;
+    Ok(())
+}
+
+/// The rows of [`add_items`] without the `updated_at` touch (the writer defers it to the end of
+/// its group), and without the session-row upsert unless `upsert` (the group already made it);
+/// items are encoded through `text`.
+pub(crate) fn append_items(
+    conn: &Connection,
+    t: &Tables,
+    session: &str,
+    items: &[Item],
+    upsert: bool,
+    text: &mut String,
+) -> Result<()> {
+    let sql = &t.basic;
+    if upsert {
+        conn.prepare_cached(&sql.insert_session)?
+            .execute([session])?;
+    }
     let mut insert = conn.prepare_cached(&sql.insert_message)?;
-    let mut text = String::new();
     for item in items {
         text.clear();
-        crate::json::write_python_json(&mut text, item);
-        insert.execute(params![session, text])?;
+        crate::json::write_python_json(text, item);
+        insert.execute(params![session, text.as_str()])?;
     }
-    conn.prepare_cached(&sql.touch_session)?
-        .execute([session])?;
     Ok(())
 }
 

@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use agent_sessions_model::{AdvancedOp, HandleView, Op, Outcome, StructureStatus};
+use rusqlite::config::DbConfig;
+use rusqlite::wal::CheckpointMode;
 use rusqlite::{Connection as Sql, OpenFlags};
 
 use super::rows::SqliteRows;
@@ -18,6 +20,26 @@ use super::{basic, schema};
 use crate::engine::{advanced, Durability};
 use crate::error::{Context, Error, Result};
 use crate::protocol::engine::{Connection, Engine, Role};
+use crate::protocol::sync::{Arc, AtomicUsize, Ordering};
+
+/// WAL frames (pages) after which the writer checkpoints between two groups even while requests
+/// wait: SQLite's own auto-checkpoint size. Smaller ones were measured slower at Normal (each
+/// checkpoint costs two fsyncs) without a lower maximum latency.
+const BUSY_CHECKPOINT_FRAMES: usize = 2000;
+/// WAL frames after which the writer checkpoints when no request waits (under load the queue is
+/// empty for a moment after most groups, so this cannot be much lower than the busy size).
+const IDLE_CHECKPOINT_FRAMES: usize = 1000;
+/// WAL frames (16 MB of pages) beyond which the WAL has not restarted for too long: readers'
+/// snapshots kept every PASSIVE checkpoint short of the WAL's end (with reads never pausing,
+/// it then grows without bound — measured: 366 MB in 10 s with one reader thread). The writer
+/// then runs a RESTART checkpoint, which waits (at most [`RESTART_WAIT`]) for the readers to
+/// move to the newest snapshot, so the next group starts the WAL over.
+const RESTART_CHECKPOINT_FRAMES: usize = 4096;
+/// The longest a RESTART checkpoint waits for readers (reads are short; a long one makes it
+/// give up until the next group).
+const RESTART_WAIT: Duration = Duration::from_millis(20);
+/// Bytes a WAL file is truncated to when it restarts after a burst grew it beyond them.
+const JOURNAL_SIZE_LIMIT: i64 = 8 << 20;
 
 /// Settings fixed for a file by its first opener.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,6 +107,10 @@ impl SqliteEngine {
         // session's pop or clear, which Python never does. Every cascade is an explicit DELETE.
         conn.pragma_update(None, "foreign_keys", "OFF")?;
         conn.set_prepared_statement_cache_capacity(64);
+        // Plans do not depend on bound values (no ANALYZE data to consult anyway): without
+        // this, STAT4 builds mark statements such as `MAX(..) WHERE session_id = ?1` for a
+        // re-prepare on every new binding, which was most of an Advanced add's cost.
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
         if let (Some(pages), Role::Writer) = (self.options.max_page_count, role) {
             conn.query_row(&sql::max_page_count(pages), [], |_| Ok(()))?;
         }
@@ -142,20 +168,147 @@ impl Engine for SqliteEngine {
     type Conn = SqliteConn;
 
     fn open(&self, role: Role) -> Result<SqliteConn> {
+        let mut conn = self.open_conn(role)?;
+        let wal = match (&self.path, role) {
+            (Some(_), Role::Writer) => {
+                Some(take_checkpoints(&mut conn, self.options.busy_timeout)?)
+            }
+            _ => None,
+        };
         Ok(SqliteConn {
-            conn: self.open_conn(role)?,
+            conn,
+            wal,
+            group: GroupSessions::default(),
+            text: String::new(),
         })
     }
+}
+
+/// Turn SQLite's auto-checkpoint (run by the COMMIT that crosses 1,000 WAL frames, while every
+/// queued request waits for that COMMIT) off on the writer, and count the WAL's frames instead,
+/// so that [`SqliteConn::maintain`] checkpoints between groups, after their replies.
+fn take_checkpoints(conn: &mut Sql, busy_timeout: Duration) -> Result<WalState> {
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    conn.query_row(
+        &format!("PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}"),
+        [],
+        |_| Ok(()),
+    )?;
+    let frames = Arc::new(AtomicUsize::new(0));
+    let seen = frames.clone();
+    // Called after each commit with the frames now in the WAL (a restarted WAL counts anew).
+    conn.wal_hook(Some(
+        move |_: &mut rusqlite::hooks::Wal, pages: std::ffi::c_int| {
+            seen.store(usize::try_from(pages).unwrap_or(0), Ordering::Relaxed);
+            Ok(())
+        },
+    ))?;
+    Ok(WalState {
+        frames,
+        checkpointed: 0,
+        checkpoint_target: 0,
+        restart_at: RESTART_CHECKPOINT_FRAMES,
+        busy_timeout,
+    })
+}
+
+/// The writer's view of its WAL.
+struct WalState {
+    /// Frames in the WAL after the last commit (set by the WAL hook).
+    frames: Arc<AtomicUsize>,
+    /// Frames the last checkpoint had copied into the database.
+    checkpointed: usize,
+    /// Frames in the WAL when the last checkpoint ran (it was complete if it copied them all).
+    checkpoint_target: usize,
+    /// WAL size (frames) at which the next checkpoint is a RESTART.
+    restart_at: usize,
+    /// The connection's busy timeout (restored after a RESTART checkpoint's shorter one).
+    busy_timeout: Duration,
 }
 
 /// One SQLite connection, owned by one pool thread.
 pub(crate) struct SqliteConn {
     conn: Sql,
+    /// The writer's WAL (`None` on readers and in memory).
+    wal: Option<WalState>,
+    /// The sessions the open group transaction has added to (writer only).
+    group: GroupSessions,
+    /// The buffer items are encoded into, kept across requests.
+    text: String,
+}
+
+/// A session of one opener's tables, as the group transaction knows it.
+pub(super) struct GroupSession {
+    /// Address of the opener's [`Tables`] (alive while the group runs: its requests hold them),
+    /// compared only.
+    tables: usize,
+    /// That opener's `updated_at` touch.
+    touch: String,
+    session: String,
+}
+
+impl GroupSession {
+    fn is(&self, t: &Tables, session: &str) -> bool {
+        self.tables == address(t) && self.session == session
+    }
+}
+
+/// Consecutive basic adds to one session in one group need its row upserted once and its
+/// `updated_at` touched once, not per request: the touch is deferred to the COMMIT, or to the
+/// first request of the group that is anything but a basic add (which might read or delete the
+/// row), so every other request sees the rows as Python's statement-per-add leaves them. The
+/// only difference is `updated_at` itself: the time of the touch, later in the same transaction
+/// (SQLite's `CURRENT_TIMESTAMP` has one-second resolution).
+#[derive(Default)]
+pub(super) struct GroupSessions {
+    /// Rows upserted by requests already released in this group, touch pending.
+    pending: Vec<GroupSession>,
+    /// Upserted by the current request (kept on its release, forgotten on its rollback).
+    current: Option<GroupSession>,
+    /// Touched by the current request before it ran (pending again if it rolls back).
+    flushed: Vec<GroupSession>,
+}
+
+fn address(t: &Tables) -> usize {
+    std::ptr::from_ref(t) as usize
+}
+
+impl GroupSessions {
+    fn clear(&mut self) {
+        self.pending.clear();
+        self.current = None;
+        self.flushed.clear();
+    }
+
+    pub(super) fn knows(&self, t: &Tables, session: &str) -> bool {
+        self.pending.iter().any(|g| g.is(t, session))
+    }
+
+    /// The current request upserted `session`'s row and leaves its touch to the group.
+    pub(super) fn upserted(&mut self, t: &Tables, session: &str) {
+        self.current = Some(GroupSession {
+            tables: address(t),
+            touch: t.basic.touch_session.clone(),
+            session: session.to_owned(),
+        });
+    }
 }
 
 impl SqliteConn {
     fn run(&self, sql: &str) -> Result<()> {
         self.conn.prepare_cached(sql)?.execute([])?;
+        Ok(())
+    }
+
+    /// Run the deferred touches (inside the current request's savepoint, which keeps them
+    /// unless it rolls back).
+    fn flush_touches(&mut self) -> Result<()> {
+        for g in &self.group.pending {
+            self.conn
+                .prepare_cached(&g.touch)?
+                .execute([g.session.as_str()])?;
+        }
+        self.group.flushed.append(&mut self.group.pending);
         Ok(())
     }
 }
@@ -164,6 +317,7 @@ impl Connection for SqliteConn {
     type Ctx = Tables;
 
     fn begin(&mut self, _: &mut dyn Iterator<Item = (&Tables, &Op)>) -> Result<()> {
+        self.group.clear();
         self.run(sql::BEGIN_WRITE)
     }
 
@@ -172,19 +326,31 @@ impl Connection for SqliteConn {
     }
 
     fn release(&mut self) -> Result<()> {
-        self.run(sql::RELEASE)
+        self.run(sql::RELEASE)?;
+        let g = &mut self.group;
+        g.pending.extend(g.current.take());
+        g.flushed.clear();
+        Ok(())
     }
 
     fn rollback_to(&mut self) -> Result<()> {
+        let g = &mut self.group;
+        g.current = None;
+        g.pending.append(&mut g.flushed);
         self.run(sql::ROLLBACK_TO)?;
         self.run(sql::RELEASE)
     }
 
     fn commit(&mut self) -> Result<()> {
+        // Outside any savepoint now: a failed touch fails the COMMIT, i.e. the whole group.
+        let touched = self.flush_touches();
+        self.group.clear();
+        touched?;
         self.run(sql::COMMIT)
     }
 
     fn rollback(&mut self) {
+        self.group.clear();
         if !self.conn.is_autocommit() {
             let _ = self.conn.execute_batch(sql::ROLLBACK);
         }
@@ -195,7 +361,85 @@ impl Connection for SqliteConn {
     }
 
     fn execute(&mut self, tables: &Tables, op: &Op) -> Result<Outcome> {
-        dispatch(&self.conn, tables, op)
+        match op {
+            Op::AddItems { session, items } if !self.conn.is_autocommit() => {
+                if items.is_empty() {
+                    return Ok(Outcome::Done);
+                }
+                let known = self.group.knows(tables, session);
+                basic::append_items(&self.conn, tables, session, items, !known, &mut self.text)?;
+                if !known {
+                    self.group.upserted(tables, session);
+                }
+                Ok(Outcome::Done)
+            }
+            // An Advanced add reads no session row either (its numbering reads are of the
+            // structure tables): its message rows go in as a basic add's do.
+            Op::Advanced {
+                session,
+                view,
+                op: op @ AdvancedOp::AddItems { .. },
+            } if !self.conn.is_autocommit() => advanced::execute(
+                &mut SqliteRows::in_group(&self.conn, tables, &mut self.group),
+                session,
+                view,
+                op,
+            ),
+            _ => {
+                self.flush_touches()?;
+                dispatch(&self.conn, tables, op)
+            }
+        }
+    }
+
+    fn maintain(&mut self, idle: &mut dyn FnMut() -> bool) {
+        let Some(wal) = &mut self.wal else { return };
+        let frames = wal.frames.load(Ordering::Relaxed);
+        // Fewer frames than checkpointed: the WAL restarted since, and all of them are new.
+        let pending = frames.checked_sub(wal.checkpointed).unwrap_or(frames);
+        // A checkpoint that readers kept short of the WAL's end is retried after every group
+        // (as SQLite's auto-checkpoint retries on every commit): the WAL starts over only once
+        // one reaches the end.
+        let retry = wal.checkpointed < wal.checkpoint_target && pending > 0;
+        if (!retry
+            && (pending < IDLE_CHECKPOINT_FRAMES || (pending < BUSY_CHECKPOINT_FRAMES && !idle())))
+            || !self.conn.is_autocommit()
+        {
+            return;
+        }
+        wal.checkpoint_target = frames;
+        // PASSIVE: copies what no reader still needs, never waits for (or blocks) a reader.
+        // RESTART once the WAL has not started over for too long (see RESTART_CHECKPOINT_FRAMES).
+        let restart = frames >= wal.restart_at;
+        let mode = if restart {
+            let _ = self.conn.busy_timeout(RESTART_WAIT);
+            CheckpointMode::RESTART
+        } else {
+            CheckpointMode::PASSIVE
+        };
+        let result = self.conn.wal_checkpoint_v2(None::<&str>, mode);
+        if restart {
+            let _ = self.conn.busy_timeout(wal.busy_timeout);
+            // A reader that kept it waiting (a long read) is not waited for again until the
+            // WAL has grown as much once more.
+            wal.restart_at = match result {
+                Ok((_, done)) if usize::try_from(done).is_ok_and(|d| d >= frames) => {
+                    RESTART_CHECKPOINT_FRAMES
+                }
+                _ => frames + RESTART_CHECKPOINT_FRAMES,
+            };
+        }
+        match result {
+            // Frames up to `done` are in the database (later ones, if any, were held by a
+            // reader's snapshot, and stay pending).
+            Ok((_, done)) => wal.checkpointed = usize::try_from(done).unwrap_or(frames),
+            Err(_e) => {
+                // Another process's checkpoint (busy) or an I/O error: the next commit meets
+                // any real fault; the WAL waits for the next attempt.
+                crate::trace::event!(debug, error = %_e, "WAL checkpoint failed");
+                wal.checkpointed = frames;
+            }
+        }
     }
 
     fn read(&mut self, tables: &Tables, op: &Op) -> Result<Outcome> {

@@ -7,6 +7,7 @@ use agent_sessions_model::{ToolUse, TurnAnchor, TurnItem, TurnUsage, Usage, Usag
 use rusqlite::{params, Connection, OptionalExtension, Params, Row};
 use serde_json::Value;
 
+use super::conn::GroupSessions;
 use super::sql::{self, Tables};
 use super::value::{int_of, text_of};
 use crate::engine::advanced::{
@@ -19,11 +20,30 @@ use crate::error::{Error, Result};
 pub(crate) struct SqliteRows<'a> {
     conn: &'a Connection,
     t: &'a Tables,
+    /// The writer's group state, for an add: its session row is upserted once per group and
+    /// touched at the group's end (see [`GroupSessions`]).
+    group: Option<&'a mut GroupSessions>,
 }
 
 impl<'a> SqliteRows<'a> {
     pub(crate) fn new(conn: &'a Connection, t: &'a Tables) -> Self {
-        SqliteRows { conn, t }
+        SqliteRows {
+            conn,
+            t,
+            group: None,
+        }
+    }
+
+    pub(super) fn in_group(
+        conn: &'a Connection,
+        t: &'a Tables,
+        group: &'a mut GroupSessions,
+    ) -> Self {
+        SqliteRows {
+            conn,
+            t,
+            group: Some(group),
+        }
     }
 
     fn exec(&self, sql: &str, p: impl Params) -> Result<usize> {
@@ -305,7 +325,13 @@ impl MessageRows for SqliteRows<'_> {
         data: impl IntoIterator<Item = String>,
     ) -> Result<Vec<i64>> {
         let sql = &self.t.basic;
-        self.exec(&sql.insert_session, params![session])?;
+        let known = self
+            .group
+            .as_ref()
+            .is_some_and(|g| g.knows(self.t, session));
+        if !known {
+            self.exec(&sql.insert_session, params![session])?;
+        }
         let mut ids = Vec::new();
         {
             let mut insert = self.conn.prepare_cached(&sql.insert_message)?;
@@ -314,7 +340,13 @@ impl MessageRows for SqliteRows<'_> {
                 ids.push(self.conn.last_insert_rowid());
             }
         }
-        self.exec(&sql.touch_session, params![session])?;
+        match &mut self.group {
+            Some(g) if !known => g.upserted(self.t, session),
+            Some(_) => {}
+            None => {
+                self.exec(&sql.touch_session, params![session])?;
+            }
+        }
         Ok(ids)
     }
 
