@@ -12,6 +12,9 @@
 //! 3. with `AGENT_SESSIONS_PYTHON` (a venv with `openai-agents[sqlalchemy]` and asyncpg): the
 //!    SDK's `SQLAlchemySession` under the same workload (`benches/python/sqlalchemy_load.py`).
 //!
+//! `BENCH_WRITERS` (default 1) and `BENCH_POOL_READERS` (default 2) set the store's writer
+//! connections and readers per writer.
+//!
 //! The server's own settings apply (`synchronous_commit` on: the store runs at `Full`). Compare
 //! the ratios printed at the end: the machine is shared, absolute figures are noise.
 //! `BENCH_SECONDS` (default 10) sets the time per phase.
@@ -95,8 +98,13 @@ fn store(admin: &mut postgres::Client, readers: usize) -> (f64, f64, i64) {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(2);
+    let writers = std::env::var("BENCH_WRITERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
     let store = Store::builder(url.as_str())
         .durability(Durability::Full)
+        .writers(writers)
         .readers(pool_readers)
         .open()
         .unwrap();

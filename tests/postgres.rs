@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agent_sessions::{Error, ErrorKind, Store};
-use serde_json::json;
+use serde_json::{json, Value};
 
 mod pg;
 use pg::{client, rows, schema, server};
@@ -320,5 +320,78 @@ fn a_unix_socket_url_opens_the_same_database() {
     assert_eq!(
         over_tcp.session("u").blocking().get_items(None).unwrap(),
         [json!("over the socket")]
+    );
+}
+
+#[test]
+fn several_writers_keep_each_sessions_order_and_lose_nothing() {
+    let (_s, url) = schema("writers");
+    let store = Store::builder(url.as_str())
+        .writers(4)
+        .readers(1)
+        .open()
+        .unwrap();
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let (own, shared) = (
+                store.session(format!("own{t}")).blocking(),
+                store.session("shared").blocking(),
+            );
+            std::thread::spawn(move || {
+                for i in 0..100 {
+                    own.add_items(vec![json!(i)]).unwrap();
+                    shared.add_items(vec![json!({"t": t, "i": i})]).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(
+        store.pool_stats().write_requests,
+        1 + 8 * 200,
+        "the requests of every writer"
+    );
+    for t in 0..8 {
+        let items = store
+            .session(format!("own{t}"))
+            .blocking()
+            .get_items(None)
+            .unwrap();
+        assert_eq!(
+            items,
+            (0..100).map(|i| json!(i)).collect::<Vec<_>>(),
+            "own{t}"
+        );
+    }
+    let shared = store.session("shared").blocking().get_items(None).unwrap();
+    assert_eq!(shared.len(), 800);
+    for t in 0..8 {
+        let mine: Vec<&Value> = shared
+            .iter()
+            .filter(|v| v["t"] == t)
+            .map(|v| &v["i"])
+            .collect();
+        assert_eq!(
+            mine,
+            (0..100)
+                .map(|i| json!(i))
+                .collect::<Vec<_>>()
+                .iter()
+                .collect::<Vec<_>>()
+        );
+    }
+    store.close();
+    store.wait_closed_blocking();
+    // A single-writer store on the same URL reads the same rows.
+    let one = Store::open(url.as_str()).unwrap();
+    assert_eq!(
+        one.session("shared")
+            .blocking()
+            .get_items(None)
+            .unwrap()
+            .len(),
+        800
     );
 }

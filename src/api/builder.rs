@@ -292,6 +292,16 @@ impl StoreBuilder {
         self
     }
 
+    /// PostgreSQL: how many writer connections this process uses, 1 to 16, default 1. Each is
+    /// a pool of its own (a writer and `readers` readers); a session always goes to the same
+    /// one (by a hash of its id), so its requests keep their order, and different sessions
+    /// commit in parallel — the server overlaps their COMMITs' flushes. The lock protocol that
+    /// serves several hosts serves them. SQLite has one writer per file: only 1 is accepted.
+    pub fn writers(mut self, n: usize) -> Self {
+        self.options.writers = n;
+        self
+    }
+
     /// Default settings (the default `get_items` limit) of this handle's sessions.
     pub fn session_settings(mut self, s: SessionSettings) -> Self {
         self.settings = s;
@@ -352,6 +362,19 @@ impl StoreBuilder {
         let bad = |what: &str, why: String| Err(Error::InvalidArgument(format!("{what}: {why}")));
         if !(1..=64).contains(&o.pool.readers) {
             return bad("readers", format!("{} is outside 1..=64", o.pool.readers));
+        }
+        if !(1..=16).contains(&o.writers) {
+            return bad("writers", format!("{} is outside 1..=16", o.writers));
+        }
+        if o.writers != 1 && !matches!(self.db, Database::Postgres(_)) {
+            return bad(
+                "writers",
+                format!(
+                    "{} asked for {} writers, but an SQLite database has exactly one (its write \
+                     lock); several writers are for PostgreSQL",
+                    self.db, o.writers
+                ),
+            );
         }
         if o.pool.batch_max == 0 {
             return bad("batch_max", "must be at least 1".into());
@@ -455,6 +478,8 @@ mod tests {
             Store::builder(&path).batch_max(0),
             Store::builder(&path).queue_cap(0),
             Store::builder(&path).queue_bytes(0),
+            Store::builder(&path).writers(2),
+            Store::builder(&path).writers(0),
         ];
         for b in cases {
             let what = format!("{b:?}");

@@ -183,12 +183,16 @@ impl Store {
     /// # Ok(()) }
     /// ```
     pub async fn wait_closed(&self) {
-        Latch::wait_async(&self.backend.closed_latch()).await
+        for latch in self.backend.closed_latches() {
+            Latch::wait_async(&latch).await
+        }
     }
 
     /// Blocking form of [`Store::wait_closed`].
     pub fn wait_closed_blocking(&self) {
-        self.backend.closed_latch().wait()
+        for latch in self.backend.closed_latches() {
+            latch.wait()
+        }
     }
 
     /// Test hook: while held, the pool's writer starts no new group, so requests submitted

@@ -60,6 +60,8 @@ pub(crate) struct OpenOptions {
     pub(crate) structure: bool,
     /// PostgreSQL: item JSON with non-ASCII escaped (the SDK's `ensure_ascii`, default on).
     pub(crate) ensure_ascii: bool,
+    /// PostgreSQL: writer connections (pools) per process, sessions routed by id; SQLite: 1.
+    pub(crate) writers: usize,
     /// Test hook: cap the database at this many pages, so writes meet a full database.
     pub(crate) max_page_count: Option<u32>,
     /// Test hook: open every connection through the SQLite VFS of this name (e.g. a
@@ -77,6 +79,7 @@ impl Default for OpenOptions {
             messages_table: "agent_messages".into(),
             structure: false,
             ensure_ascii: true,
+            writers: 1,
             max_page_count: None,
             vfs: None,
         }

@@ -34,8 +34,9 @@ pub trait Backend: Send + Sync + 'static {
     fn is_closed(&self) -> bool;
     /// Group-commit statistics of the pool behind this handle.
     fn stats(&self) -> PoolStats;
-    /// The latch the pool sets once it has fully shut down.
-    fn closed_latch(&self) -> Arc<Latch>;
+    /// The latches the pools behind this handle set once they have fully shut down (one per
+    /// pool: a PostgreSQL store with several writers has several).
+    fn closed_latches(&self) -> Vec<Arc<Latch>>;
     /// Test hook: hold or release the pool's writer ([`Pool::hold_writer`]).
     #[cfg(feature = "test-hooks")]
     fn hold_writer(&self, held: bool);
@@ -191,8 +192,8 @@ impl<K: Key, E: Engine> Backend for Handle<K, E> {
     fn stats(&self) -> PoolStats {
         self.pool.stats()
     }
-    fn closed_latch(&self) -> Arc<Latch> {
-        self.pool.closed_latch()
+    fn closed_latches(&self) -> Vec<Arc<Latch>> {
+        vec![self.pool.closed_latch()]
     }
     #[cfg(feature = "test-hooks")]
     fn hold_writer(&self, held: bool) {

@@ -1,12 +1,16 @@
-//! Opening PostgreSQL databases: one pool per server URL per process through a registry (I14
-//! as on SQLite: every table pair and handle on that URL shares the pool's connections).
+//! Opening PostgreSQL databases: one pool per server URL (and writer) per process through a
+//! registry (I14 as on SQLite: every table pair and handle on that URL shares the pools'
+//! connections), and [`Writers`], which routes each session to one of several pools.
 
-use super::conn::{PgEngine, PgOptions};
+use agent_sessions_model::{Op, Outcome};
+
+use super::conn::{lock_key, PgEngine, PgOptions};
 use super::sql::Tables;
 use crate::engine::{Durability, OpenOptions};
 use crate::error::{Error, Result};
-use crate::protocol::handle::{Backend, Handle};
-use crate::protocol::pool::{Pool, PoolConfig};
+use crate::protocol::handle::{Backend, BoxFuture, Handle};
+use crate::protocol::latch::Latch;
+use crate::protocol::pool::{Pool, PoolConfig, PoolStats};
 use crate::protocol::registry::Registry;
 use crate::protocol::sync::{Arc, OnceLock};
 
@@ -42,19 +46,84 @@ pub(crate) fn open(url: &str, what: String, o: &OpenOptions) -> Result<crate::en
         batch_max: o.pool.batch_max.min(MAX_GROUP),
         ..o.pool
     };
-    let handle: Handle<String, PgEngine> = Handle::acquire(
-        registry(),
-        url.to_owned(),
-        tables,
-        || {
-            Pool::open(
-                PgEngine::new(config.clone(), what.clone(), options.clone()),
-                pool,
-            )
-        },
-        |running| compatible(running, &options, &pool),
-    )?;
-    Ok((Arc::new(Box::new(handle) as Box<dyn Backend>), names))
+    // One pool per writer. The registry key names the writer and the writer count, so every
+    // opener asking for the same count shares the same pools, and another count is refused.
+    let mut shards: Vec<Arc<Box<dyn Backend>>> = Vec::with_capacity(o.writers);
+    for i in 0..o.writers {
+        let key = match o.writers {
+            1 => url.to_owned(),
+            n => format!("{url}\u{0}writer {i} of {n}"),
+        };
+        let tables = Tables::new(&o.sessions_table, &o.messages_table)?;
+        let handle: Handle<String, PgEngine> = Handle::acquire(
+            registry(),
+            key,
+            tables,
+            || {
+                Pool::open(
+                    PgEngine::new(config.clone(), what.clone(), options.clone()),
+                    pool,
+                )
+            },
+            |running| compatible(running, &options, &pool),
+        )?;
+        shards.push(Arc::new(Box::new(handle) as Box<dyn Backend>));
+    }
+    if shards.len() == 1 {
+        return Ok((shards.remove(0), names));
+    }
+    Ok((
+        Arc::new(Box::new(Writers { shards }) as Box<dyn Backend>),
+        names,
+    ))
+}
+
+/// Several writers of one process: a session's requests always go to the same pool (by a hash
+/// of its id, so its FIFO order holds), requests naming no session to the first.
+struct Writers {
+    shards: Vec<Arc<Box<dyn Backend>>>,
+}
+
+impl Writers {
+    fn of(&self, op: &Op) -> &dyn Backend {
+        let n = self.shards.len() as u64;
+        let i = op.session().map_or(0, |s| lock_key(&[s]) as u64 % n);
+        &**self.shards[i as usize]
+    }
+}
+
+impl Backend for Writers {
+    fn call(&self, op: Op) -> BoxFuture<'_, Result<Outcome>> {
+        self.of(&op).call(op)
+    }
+    fn call_blocking(&self, op: Op) -> Result<Outcome> {
+        self.of(&op).call_blocking(op)
+    }
+    fn close(&self) {
+        self.shards.iter().for_each(|s| s.close());
+    }
+    fn is_closed(&self) -> bool {
+        self.shards.iter().any(|s| s.is_closed())
+    }
+    fn stats(&self) -> PoolStats {
+        let mut total = PoolStats::default();
+        for s in &self.shards {
+            let one = s.stats();
+            total.write_batches += one.write_batches;
+            total.write_requests += one.write_requests;
+        }
+        total
+    }
+    fn closed_latches(&self) -> Vec<Arc<Latch>> {
+        self.shards
+            .iter()
+            .flat_map(|s| s.closed_latches())
+            .collect()
+    }
+    #[cfg(feature = "test-hooks")]
+    fn hold_writer(&self, held: bool) {
+        self.shards.iter().for_each(|s| s.hold_writer(held));
+    }
 }
 
 fn compatible(pool: &Pool<PgEngine>, options: &PgOptions, config: &PoolConfig) -> Result<()> {
