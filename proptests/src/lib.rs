@@ -12,10 +12,10 @@ use agent_sessions_model::{parse_item, Model, RawMessage, SessionDump};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
-/// Cases per property: `PROPTEST_CASES` overrides the CI default given by each test.
 #[cfg(feature = "postgres")]
 pub mod pg;
 
+/// Cases per property: `PROPTEST_CASES` overrides the CI default given by each test.
 pub fn cases(ci_default: u32) -> u32 {
     std::env::var("PROPTEST_CASES")
         .ok()
@@ -32,8 +32,22 @@ pub fn run_property<S: Strategy>(
     strategy: S,
     check: impl Fn(S::Value) -> Result<(), String>,
 ) -> Result<(), String> {
+    let shrink = proptest::test_runner::Config::default().max_shrink_iters;
+    run_cases(cases(n), shrink, regressions, strategy, check)
+}
+
+/// [`run_property`] with the case count and the shrinking budget as given (for suites with a
+/// soak variable of their own and expensive cases).
+pub fn run_cases<S: Strategy>(
+    cases: u32,
+    max_shrink_iters: u32,
+    regressions: Option<&'static str>,
+    strategy: S,
+    check: impl Fn(S::Value) -> Result<(), String>,
+) -> Result<(), String> {
     let config = proptest::test_runner::Config {
-        cases: cases(n),
+        cases,
+        max_shrink_iters,
         failure_persistence: regressions
             .map(|path| Box::new(proptest::test_runner::FileFailurePersistence::Direct(path)) as _),
         ..proptest::test_runner::Config::default()

@@ -323,22 +323,10 @@ impl<C> Drop for AbandonOnUnwind<C> {
 // Not under `--cfg agent_sessions_loom` (the loom scenarios cover the interleavings); here the
 // count of wake-ups, which loom does not measure.
 #[cfg(all(test, not(agent_sessions_loom)))]
-#[allow(clippy::disallowed_types)]
 mod tests {
-    use std::sync::atomic::AtomicUsize;
-    use std::task::Wake;
-
     use super::*;
     use crate::protocol::reply;
-
-    #[derive(Default)]
-    struct Count(AtomicUsize);
-
-    impl Wake for Count {
-        fn wake(self: std::sync::Arc<Self>) {
-            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
-    }
+    use crate::protocol::sync::WakeCount;
 
     fn request() -> Request<()> {
         let (tx, _rx) = reply::channel();
@@ -352,12 +340,12 @@ mod tests {
     struct Waiting {
         req: Option<Request<()>>,
         ticket: Option<u64>,
-        count: std::sync::Arc<Count>,
+        count: WakeCount,
     }
 
     impl Waiting {
         fn poll(&mut self, q: &Queue<()>) -> Poll<Result<()>> {
-            let waker = Waker::from(self.count.clone());
+            let waker = self.count.waker();
             q.poll_push(
                 &mut self.req,
                 &mut self.ticket,
@@ -365,7 +353,7 @@ mod tests {
             )
         }
         fn woken(&self) -> usize {
-            self.count.0.load(std::sync::atomic::Ordering::SeqCst)
+            self.count.woken()
         }
     }
 

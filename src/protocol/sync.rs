@@ -260,3 +260,31 @@ pub mod thread {
         false
     }
 }
+
+/// Test support: a waker that counts how often it was woken (the queue's fairness tests count
+/// wake-ups, which loom does not measure). std's `Wake` needs std's `Arc`, so it lives here.
+#[cfg(all(test, not(agent_sessions_loom)))]
+#[derive(Clone, Default)]
+pub(crate) struct WakeCount(std::sync::Arc<WakeCounter>);
+
+#[cfg(all(test, not(agent_sessions_loom)))]
+#[derive(Default)]
+pub(crate) struct WakeCounter(std::sync::atomic::AtomicUsize);
+
+#[cfg(all(test, not(agent_sessions_loom)))]
+impl std::task::Wake for WakeCounter {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[cfg(all(test, not(agent_sessions_loom)))]
+impl WakeCount {
+    pub(crate) fn waker(&self) -> std::task::Waker {
+        std::task::Waker::from(self.0.clone())
+    }
+
+    pub(crate) fn woken(&self) -> usize {
+        self.0 .0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}

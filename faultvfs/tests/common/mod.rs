@@ -35,19 +35,9 @@ pub fn run_property<S: Strategy>(
     strategy: S,
     check: impl Fn(S::Value) -> Result<(), String>,
 ) -> Result<(), String> {
-    let config = proptest::test_runner::Config {
-        cases,
-        // Negative controls only need to be caught, not shrunk.
-        max_shrink_iters: if regressions.is_some() { 1024 } else { 0 },
-        failure_persistence: regressions
-            .map(|path| Box::new(proptest::test_runner::FileFailurePersistence::Direct(path)) as _),
-        ..proptest::test_runner::Config::default()
-    };
-    proptest::test_runner::TestRunner::new(config)
-        .run(&strategy, |v| {
-            check(v).map_err(proptest::test_runner::TestCaseError::fail)
-        })
-        .map_err(|e| e.to_string())
+    // Negative controls (no regressions file) only need to be caught, not shrunk.
+    let shrink = if regressions.is_some() { 1024 } else { 0 };
+    proptests::run_cases(cases, shrink, regressions, strategy, check)
 }
 
 /// A temporary directory on tmpfs when there is one (fsync is free there; the VFS decides
