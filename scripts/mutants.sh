@@ -7,13 +7,20 @@
 # Usage: scripts/mutants.sh [FILE ...]     e.g. scripts/mutants.sh src/protocol/reply.rs
 #   Without FILEs: every file of the library and the model.
 #   PROPTEST_CASES (default 64) sets the property tests' case count.
+#   MUTANTS_SHARD=k/n tests every n-th mutant only (a deterministic sample), e.g. 0/10.
+#   MUTANTS_OUT (default target/mutants) is where results go.
+#   MUTANTS_PASSES (default "loom plain") runs only the passes named; "plain" alone after a
+#   "loom" run goes on from its results.
 #
-# The pass runs the library's unit, integration and doc tests plus the property tests. The loom
-# scenarios are not part of it yet: cargo-mutants always runs the mutated package's own tests,
-# which cannot run under `--cfg agent_sessions_loom`, so protocol mutants that only loom can
-# catch show up as missed here (the README lists the ones shown caught by hand). Results:
-# target/mutants/plain/ (cargo-mutants' caught.txt, missed.txt, unviable.txt, timeout.txt) and a
-# per-file summary.
+# Two passes, per mutant:
+#   1. loom — files under src/protocol/ only: the mutant built with `--cfg agent_sessions_loom`
+#      and the loom scenarios run against it (release, LOOM_MAX_PREEMPTIONS=2; ~15 s a mutant).
+#   2. plain — every mutant pass 1 did not catch (`--iterate`): the library's unit, integration
+#      and doc tests plus the property tests (the Python interop tests left to the ordinary test
+#      command; the PostgreSQL ones need a server and are not built here).
+# Results: $MUTANTS_OUT/{loom,plain}/mutants.out/ (cargo-mutants' caught.txt, missed.txt,
+# unviable.txt, timeout.txt) and a per-file summary (summary.txt): a mutant caught by either pass
+# is caught.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,32 +33,65 @@ files=("$@")
 if [ ${#files[@]} -eq 0 ]; then
   mapfile -t files < <(git ls-files 'src/*.rs' 'models/src/*.rs')
 fi
-file_args=()
-for f in "${files[@]}"; do file_args+=(--file "$f"); done
-out=target/mutants
+out="${MUTANTS_OUT:-target/mutants}"
 mkdir -p "$out"
+out=$(cd "$out" && pwd)
+shard=()
+if [ -n "${MUTANTS_SHARD:-}" ]; then shard=(--shard "$MUTANTS_SHARD"); fi
 
-echo "==> mutants of ${#files[@]} file(s)"
-# The interop tests need the SDK's venv (scripts/test.sh makes it) and a Python per test: left
-# to the ordinary test command.
-PROPTEST_CASES="${PROPTEST_CASES:-64}" cargo mutants --no-shuffle -j 1 \
-  --output "$out/plain" "${file_args[@]}" \
-  --package agent-sessions --package agent-sessions-model \
+loom_args=()
+for f in "${files[@]}"; do
+  case "$f" in src/protocol/*) loom_args+=(--file "$f") ;; esac
+done
+plain_args=()
+for f in "${files[@]}"; do plain_args+=(--file "$f"); done
+
+# Both passes share one scratch output dir so the second can skip what the first caught.
+passes="${MUTANTS_PASSES:-loom plain}"
+work="$out/work"
+if [[ " $passes " == *" loom "* ]]; then
+  rm -rf "$work" "$out/loom" "$out/plain"
+fi
+mkdir -p "$work"
+
+if [[ " $passes " == *" loom "* ]] && [ ${#loom_args[@]} -gt 0 ]; then
+  echo "==> pass 1: loom scenarios against $(( ${#loom_args[@]} / 2 )) protocol file(s)"
+  # The baseline is skipped: the mutated package's own tests do not run under the loom cfg (the
+  # unmutated scenarios pass in the ordinary test run).
+  RUSTFLAGS="--cfg agent_sessions_loom ${RUSTFLAGS:-}" LOOM_MAX_PREEMPTIONS=2 \
+    CARGO_PROFILE_RELEASE_INCREMENTAL=true CARGO_PROFILE_RELEASE_DEBUG=0 \
+    cargo mutants -j 1 --baseline skip --timeout 300 --build-timeout 1200 \
+    --output "$work" "${loom_args[@]}" "${shard[@]}" \
+    --test-package loom-tests --cargo-arg=--release || true
+  cp -r "$work/mutants.out" "$out/loom"
+fi
+
+if [[ " $passes " == *" plain "* ]]; then
+echo "==> pass 2: the ordinary suites against $(( ${#plain_args[@]} / 2 )) file(s)"
+iterate=()
+if [ -d "$out/loom" ]; then iterate=(--iterate); fi
+PROPTEST_CASES="${PROPTEST_CASES:-64}" cargo mutants -j 1 "${iterate[@]}" \
+  --output "$work" "${plain_args[@]}" "${shard[@]}" \
   --test-package agent-sessions --test-package agent-sessions-model --test-package proptests \
   -- -- --skip interop || true
+rm -rf "$out/plain"
+cp -r "$work/mutants.out" "$out/plain"
+fi
 
-echo "==> summary"
-python3 - "$out" <<'EOF'
+echo "==> summary ($out/summary.txt)"
+python3 - "$out" <<'EOF' | tee "$out/summary.txt"
 import collections, os, sys
 out = sys.argv[1]
 def read(run, kind):
-    p = os.path.join(out, run, "mutants.out", kind + ".txt")
+    p = os.path.join(out, run, kind + ".txt")
     return set(open(p).read().splitlines()) if os.path.exists(p) else set()
-runs = [r for r in ("plain",) if os.path.isdir(os.path.join(out, r, "mutants.out"))]
+runs = [r for r in ("loom", "plain") if os.path.isdir(os.path.join(out, r))]
 caught = set().union(*(read(r, "caught") for r in runs))
-missed = set().union(*(read(r, "missed") for r in runs)) - caught
-unviable = set().union(*(read(r, "unviable") for r in runs)) - caught - missed
-timeout = set().union(*(read(r, "timeout") for r in runs)) - caught - missed
+unviable = set().union(*(read(r, "unviable") for r in runs)) - caught
+# A mutant the plain pass skipped was caught (or unviable) in the loom pass; what the plain pass
+# tested decides the rest.
+missed = read("plain", "missed") - caught - unviable
+timeout = read("plain", "timeout") - caught - unviable - missed
 rows = collections.defaultdict(lambda: [0, 0, 0, 0])
 for i, group in enumerate((caught, missed, unviable, timeout)):
     for m in group:
@@ -62,4 +102,6 @@ for f in sorted(rows):
     print(f"{f:44} {c:6} {m:6} {u:8} {t:7}")
 for m in sorted(missed):
     print("missed:", m)
+for m in sorted(timeout):
+    print("timeout:", m)
 EOF

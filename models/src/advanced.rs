@@ -809,6 +809,20 @@ impl Model {
         self.adv.generations.get(session).copied()
     }
 
+    /// Every reservation row as `(session, branch)`, sorted.
+    pub fn reservation_rows(&self) -> Vec<(String, String)> {
+        self.adv.reservations.iter().cloned().collect()
+    }
+
+    /// Every generation row as `(session, generation)`, sorted by session.
+    pub fn generation_rows(&self) -> Vec<(String, i64)> {
+        self.adv
+            .generations
+            .iter()
+            .map(|(s, g)| (s.clone(), *g))
+            .collect()
+    }
+
     pub(crate) fn apply_advanced(
         &mut self,
         s: &str,

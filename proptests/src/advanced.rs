@@ -1,12 +1,13 @@
-//! Strategies and the sequential runner for Advanced operations: several handles (each with its
-//! own branch pointer and generation per session), basic operations mixed in on the same
-//! sessions, group commits, reopen; every outcome and the handle views compared with the model,
-//! then every row of every table.
+//! Strategies and the sequential runner for Advanced operations: several real session handles
+//! (each an [`AdvancedSqliteSession`] with its own branch pointer per session), basic operations
+//! mixed in on the same sessions, group commits, reopen; every answer compared with the model's,
+//! every handle's view with the model's merge of the views it reported (the oracle), then every
+//! row of every table.
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use agent_sessions::{Error, Op, Outcome};
+use agent_sessions::{AdvancedSqliteSession, Error, Op, Outcome};
 use agent_sessions_model::advanced::{
     AdvancedAnswer, AdvancedOp, HandleView, StructureRow, TurnAnchor, Usage,
 };
@@ -15,7 +16,7 @@ use proptest::prelude::*;
 use rusqlite::{Connection, OpenFlags};
 use serde_json::{json, Value};
 
-use crate::{is_full, model_apply, normalize, Target};
+use crate::{block_on, group_of, is_full, model_apply, normalize, Pending, Target};
 
 pub const SESSIONS: [&str; 2] = ["s", "t"];
 const BRANCHES: [&str; 4] = ["main", "b1", "b2", "b3"];
@@ -33,6 +34,7 @@ fn adv_item() -> impl Strategy<Value = Value> {
         json!({"type": "mcp_call", "server_label": "cal", "name": "list"}),
         json!({"type": "tool_search_call"}),
         json!({"type": "tool_search_output"}),
+        json!({"type": "shell_call", "action": {}}),
         json!({"type": "reasoning"}),
         json!("bare"),
         json!([1, {"n": 1.5}]),
@@ -135,25 +137,110 @@ pub fn astep() -> impl Strategy<Value = AStep> {
     ]
 }
 
-/// The harness's handles: one view per (handle, session), shared by the store and the model
-/// runs (both are sent the same view; their reported views must agree).
-#[derive(Default)]
-struct Views(HashMap<(usize, String), HandleView>);
+/// How the runner gets its real session handles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handles {
+    /// One [`AdvancedSqliteSession`] per (handle number, session), kept until a reopen closes
+    /// its store.
+    Kept,
+    /// Negative control: a fresh handle for every operation (on `main`, no generation seen), as
+    /// a handle that forgets its state would be; the state machine must catch it.
+    FreshEveryOp,
+}
 
-impl Views {
-    fn get(&self, h: usize, s: &str) -> HandleView {
-        self.0
+/// The harness's handles: the real session handles the operations run through, and beside each
+/// the oracle's view — the model's [`HandleView::merge`] of the views the model reported. After
+/// every operation the real handle's view must equal the oracle's.
+struct Harness {
+    mode: Handles,
+    real: HashMap<(usize, String), AdvancedSqliteSession>,
+    oracle: HashMap<(usize, String), HandleView>,
+}
+
+impl Harness {
+    fn handle(
+        &mut self,
+        target: &dyn Target,
+        h: usize,
+        s: &str,
+    ) -> Result<AdvancedSqliteSession, String> {
+        let key = (h, s.to_owned());
+        if self.mode == Handles::Kept {
+            if let Some(handle) = self.real.get(&key) {
+                return Ok(handle.clone());
+            }
+        }
+        let store = target
+            .store(h)
+            .ok_or("the Advanced state machine needs a target with stores")?;
+        let handle = store.advanced_session(s).map_err(|e| e.to_string())?;
+        self.real.insert(key, handle.clone());
+        Ok(handle)
+    }
+
+    /// The view a correct handle would send: what the model's answers so far merge to.
+    fn oracle(&self, h: usize, s: &str) -> HandleView {
+        self.oracle
             .get(&(h, s.to_owned()))
             .cloned()
             .unwrap_or_else(HandleView::main)
     }
-    fn merge(&mut self, h: usize, s: &str, sent: &HandleView, outcome: &Result<Outcome, Error>) {
-        if let Ok(Outcome::Advanced { view, .. }) = outcome {
-            self.0
-                .entry((h, s.to_owned()))
-                .or_insert_with(HandleView::main)
-                .merge(sent, view);
+
+    /// Fold the model's reported view into the oracle.
+    fn fold(&mut self, h: usize, s: &str, sent: &HandleView, want: &Result<Outcome, Error>) {
+        let oracle = self
+            .oracle
+            .entry((h, s.to_owned()))
+            .or_insert_with(HandleView::main);
+        if let Ok(Outcome::Advanced { view, .. }) = want {
+            oracle.merge(sent, view);
         }
+    }
+
+    /// The real handle's view equals the oracle's.
+    fn check(&self, h: usize, s: &str) -> Result<(), String> {
+        let key = (h, s.to_owned());
+        let oracle = self
+            .oracle
+            .get(&key)
+            .cloned()
+            .unwrap_or_else(HandleView::main);
+        let real = self.real.get(&key).map(|handle| handle.view());
+        if real.as_ref() != Some(&oracle) {
+            return Err(format!(
+                "handle {h} on {s:?}: the real handle's view {real:?} != the model's {oracle:?}"
+            ));
+        }
+        Ok(())
+    }
+
+    /// After a reopen: handles whose store was closed are gone, and so are their views.
+    fn drop_closed(&mut self) {
+        let closed: Vec<_> = self
+            .real
+            .iter()
+            .filter(|(_, handle)| handle.is_closed())
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in closed {
+            self.real.remove(&key);
+            self.oracle.remove(&key);
+        }
+    }
+}
+
+/// A handle's answer in the form the model gives it (the view is compared separately).
+fn as_outcome(r: Result<AdvancedAnswer, Error>) -> Result<Outcome, Error> {
+    r.map(|answer| Outcome::Advanced {
+        view: HandleView::main(),
+        answer,
+    })
+}
+
+fn without_view(r: &Result<Outcome, Error>) -> Result<Outcome, Error> {
+    match r {
+        Ok(Outcome::Advanced { answer, .. }) => as_outcome(Ok(answer.clone())),
+        other => other.clone(),
     }
 }
 
@@ -164,7 +251,7 @@ fn compare(
     want: Result<Outcome, Error>,
 ) -> Result<Result<Outcome, Error>, String> {
     let (got, want) = (normalize(got), normalize(want));
-    if got == want {
+    if without_view(&got) == without_view(&want) {
         Ok(want)
     } else {
         Err(format!("step {i} {op:?}: store {got:?} != model {want:?}"))
@@ -173,7 +260,7 @@ fn compare(
 
 struct Run {
     model: Model,
-    views: Views,
+    handles: Harness,
     anchors: Vec<TurnAnchor>,
 }
 
@@ -186,16 +273,17 @@ impl Run {
         s: &str,
         op: AdvancedOp,
     ) -> Result<(), String> {
-        let sent = self.views.get(h, s);
+        let sent = self.handles.oracle(h, s);
+        let handle = self.handles.handle(target, h, s)?;
+        let got = as_outcome(handle.execute_op_blocking(op.clone()));
+        if is_full(&got) {
+            return Ok(()); // injected: a full database wrote nothing (the model knows no pages)
+        }
         let full = Op::Advanced {
             session: s.to_owned(),
             view: sent.clone(),
             op,
         };
-        let got = target.exec(h, full.clone());
-        if is_full(&got) {
-            return Ok(()); // injected: a full database wrote nothing (the model knows no pages)
-        }
         let want = compare(i, &full, got, model_apply(&mut self.model, &full))?;
         if let Ok(Outcome::Advanced {
             answer: AdvancedAnswer::Anchor(Some(a)),
@@ -204,16 +292,65 @@ impl Run {
         {
             self.anchors.push(a.clone());
         }
-        self.views.merge(h, s, &sent, &want);
-        Ok(())
+        self.handles.fold(h, s, &sent, &want);
+        self.handles.check(h, s)
+    }
+
+    /// Advanced writes through the real handles of `h`, submitted together: one group commit.
+    fn group(
+        &mut self,
+        target: &mut dyn Target,
+        i: usize,
+        h: usize,
+        ops: &[(String, AdvancedOp)],
+    ) -> Result<(), String> {
+        let sent: Vec<HandleView> = ops.iter().map(|(s, _)| self.handles.oracle(h, s)).collect();
+        let mut pending: Vec<Pending<'static>> = Vec::new();
+        for (s, op) in ops {
+            let handle = self.handles.handle(target, h, s)?;
+            let op = op.clone();
+            pending.push(Box::pin(
+                async move { as_outcome(handle.execute_op(op).await) },
+            ));
+        }
+        let store = target.store(h).ok_or("no store")?;
+        let got = group_of(store, pending, block_on);
+        for (((s, op), sent), got) in ops.iter().zip(&sent).zip(got) {
+            if is_full(&got) {
+                continue;
+            }
+            let full = Op::Advanced {
+                session: s.clone(),
+                view: sent.clone(),
+                op: op.clone(),
+            };
+            let want = compare(i, &full, got, model_apply(&mut self.model, &full))?;
+            self.handles.fold(h, s, sent, &want);
+        }
+        // Every reply has been merged by now: compare once the whole group is in.
+        ops.iter().try_for_each(|(s, _)| self.handles.check(h, s))
     }
 }
 
-/// Run `steps`; fail at the first outcome that differs from the model's, then compare rows.
+/// Run `steps` through real handles; fail at the first outcome or handle view that differs from
+/// the model's, then compare rows.
 pub fn check_advanced(target: &mut dyn Target, steps: &[AStep]) -> Result<(), String> {
+    check_advanced_with(target, steps, Handles::Kept)
+}
+
+/// [`check_advanced`] with the handles got as `mode` says.
+pub fn check_advanced_with(
+    target: &mut dyn Target,
+    steps: &[AStep],
+    mode: Handles,
+) -> Result<(), String> {
     let mut run = Run {
         model: target.model(),
-        views: Views::default(),
+        handles: Harness {
+            mode,
+            real: HashMap::new(),
+            oracle: HashMap::new(),
+        },
         anchors: Vec::new(),
     };
     model_apply(&mut run.model, &Op::Init { structure: true }).map_err(|e| e.to_string())?;
@@ -240,33 +377,10 @@ pub fn check_advanced(target: &mut dyn Target, steps: &[AStep]) -> Result<(), St
                     let _basic_outcome = compare(i, op, got, model_apply(&mut run.model, op))?;
                 }
             }
-            AStep::Group(h, ops) => {
-                let sent: Vec<HandleView> = ops.iter().map(|(s, _)| run.views.get(*h, s)).collect();
-                let full: Vec<Op> = ops
-                    .iter()
-                    .zip(&sent)
-                    .map(|((s, op), v)| Op::Advanced {
-                        session: s.clone(),
-                        view: v.clone(),
-                        op: op.clone(),
-                    })
-                    .collect();
-                let got = target.group(*h, full.clone());
-                for (((s, _), op), (got, v)) in
-                    ops.iter().zip(&full).zip(got.into_iter().zip(&sent))
-                {
-                    if is_full(&got) {
-                        continue;
-                    }
-                    let want = compare(i, op, got, model_apply(&mut run.model, op))?;
-                    run.views.merge(*h, s, v, &want);
-                }
-            }
+            AStep::Group(h, ops) => run.group(target, i, *h, ops)?,
             AStep::Reopen => {
                 target.reopen();
-                if target.path().is_some() {
-                    run.views = Views::default(); // new handles start fresh
-                }
+                run.handles.drop_closed(); // new handles start fresh
             }
         }
     }
@@ -278,47 +392,20 @@ pub fn check_advanced(target: &mut dyn Target, steps: &[AStep]) -> Result<(), St
     Ok(())
 }
 
-/// Negative control: a handle that forgets its state (sends every operation as a fresh handle on
-/// `main`) must be caught by the state machine.
-pub struct ForgetsViews<T>(pub T);
-
-impl<T: Target> Target for ForgetsViews<T> {
-    fn exec(&mut self, h: usize, op: Op) -> Result<Outcome, Error> {
-        self.0.exec(h, forget(op))
-    }
-    fn group(&mut self, h: usize, ops: Vec<Op>) -> Vec<Result<Outcome, Error>> {
-        self.0.group(h, ops.into_iter().map(forget).collect())
-    }
-    fn reopen(&mut self) {
-        self.0.reopen()
-    }
-    fn path(&self) -> Option<&Path> {
-        self.0.path()
-    }
-}
-
-fn forget(op: Op) -> Op {
-    match op {
-        Op::Advanced { session, op, .. } => Op::Advanced {
-            session,
-            view: HandleView::main(),
-            op,
-        },
-        other => other,
-    }
-}
-
 /// Every row of every table, as the property tests compare them: message data parsed (the model
 /// keeps `serde_json`'s text, engines Python's bytes), timestamps and row ids of `turn_usage`
-/// left out, reservations and generations of the generated sessions.
+/// left out. One comparator for every suite that compares a database with the model (the
+/// state machines on SQLite and PostgreSQL, the hand-written Advanced scenarios, the VFS suites).
 #[derive(Debug, PartialEq)]
 pub struct Rows {
     pub structure: Vec<StructureRow>,
     pub messages: Vec<(i64, String, Value)>,
     pub usage: Vec<(String, String, i64, Usage)>,
     pub sessions: Vec<String>,
-    pub reservations: Vec<(String, Vec<String>)>,
-    pub generations: Vec<(String, Option<i64>)>,
+    /// `(session, branch)`, sorted.
+    pub reservations: Vec<(String, String)>,
+    /// `(session, generation)`, sorted.
+    pub generations: Vec<(String, i64)>,
 }
 
 /// Stored text as a value; text that is not JSON compares as itself.
@@ -348,14 +435,8 @@ impl Rows {
                 .collect(),
             usage: model.usage_rows(),
             sessions,
-            reservations: SESSIONS
-                .iter()
-                .map(|s| (s.to_string(), model.reserved_branches(s)))
-                .collect(),
-            generations: SESSIONS
-                .iter()
-                .map(|s| (s.to_string(), model.generation_row(s)))
-                .collect(),
+            reservations: model.reservation_rows(),
+            generations: model.generation_rows(),
         })
     }
 
@@ -422,22 +503,16 @@ impl Rows {
             .map_err(q)?
             .collect::<rusqlite::Result<_>>()
             .map_err(q)?;
-        let mut reservations = Vec::new();
-        let mut generations = Vec::new();
-        for s in SESSIONS {
-            let reserved = db
-                .prepare(&RESERVED_ROWS.replace("$1", "?1"))
-                .map_err(q)?
-                .query_map([s], |r| r.get(0))
-                .map_err(q)?
-                .collect::<rusqlite::Result<_>>()
-                .map_err(q)?;
-            reservations.push((s.to_string(), reserved));
-            let generation = db
-                .query_row(&GENERATION_ROW.replace("$1", "?1"), [s], |r| r.get(0))
-                .ok();
-            generations.push((s.to_string(), generation));
+        fn pairs<T: rusqlite::types::FromSql>(
+            db: &Connection,
+            sql: &str,
+        ) -> rusqlite::Result<Vec<(String, T)>> {
+            db.prepare(sql)?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect()
         }
+        let reservations = pairs(&db, RESERVATION_ROWS).map_err(q)?;
+        let generations = pairs(&db, GENERATION_ROWS).map_err(q)?;
         Ok(Rows {
             structure,
             messages,
@@ -498,10 +573,10 @@ pub const USAGE_ROWS: &str = "SELECT session_id, branch_id, user_turn_number, re
      input_tokens, output_tokens, total_tokens, input_tokens_details, output_tokens_details \
      FROM turn_usage ORDER BY 1, 2, 3";
 pub const SESSION_ROWS: &str = "SELECT session_id FROM agent_sessions ORDER BY session_id";
-pub const RESERVED_ROWS: &str =
-    "SELECT branch_id FROM branch_reservations WHERE session_id = $1 ORDER BY branch_id";
-pub const GENERATION_ROW: &str =
-    "SELECT generation FROM session_clear_generations WHERE session_id = $1";
+pub const RESERVATION_ROWS: &str =
+    "SELECT session_id, branch_id FROM branch_reservations ORDER BY 1, 2";
+pub const GENERATION_ROWS: &str =
+    "SELECT session_id, generation FROM session_clear_generations ORDER BY 1";
 
 /// Every row of the database at `path` against the model's.
 pub fn compare_rows(path: &Path, model: &Model) -> Result<(), String> {

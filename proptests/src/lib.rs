@@ -212,6 +212,10 @@ pub trait Target {
     fn path(&self) -> Option<&std::path::Path> {
         None
     }
+    /// The store behind handle `h`, for real session handles (`None`: operations only).
+    fn store(&self, _h: usize) -> Option<&Store> {
+        None
+    }
 }
 
 /// Which real store a sequence runs on.
@@ -289,6 +293,10 @@ impl Target for SqliteTarget {
         group_on(&self.handles[h % self.handles.len()], ops)
     }
 
+    fn store(&self, h: usize) -> Option<&Store> {
+        Some(&self.handles[h % self.handles.len()])
+    }
+
     fn path(&self) -> Option<&std::path::Path> {
         (!matches!(self.kind, Kind::Memory | Kind::MemoryUngrouped)).then_some(self.path.as_path())
     }
@@ -316,6 +324,20 @@ pub type Pending<'a> = std::pin::Pin<Box<dyn Future<Output = Result<Outcome, Err
 pub fn group_with<'a>(
     store: &'a Store,
     ops: Vec<Op>,
+    wait: impl FnMut(Pending<'a>) -> Result<Outcome, Error>,
+) -> Vec<Result<Outcome, Error>> {
+    let pending = ops
+        .into_iter()
+        .map(|op| Box::pin(store.execute(op)) as Pending<'a>)
+        .collect();
+    group_of(store, pending, wait)
+}
+
+/// Requests of `store` (not yet polled: store or session-handle futures) as one group commit,
+/// asserted with the pool's statistics; each queued answer waited for with `wait`.
+pub fn group_of<'a>(
+    store: &Store,
+    mut pending: Vec<Pending<'a>>,
     mut wait: impl FnMut(Pending<'a>) -> Result<Outcome, Error>,
 ) -> Vec<Result<Outcome, Error>> {
     // Poll each future once, in order, with the writer held: that queues every request (FIFO)
@@ -323,10 +345,6 @@ pub fn group_with<'a>(
     // submission order.
     let before = store.pool_stats();
     store.hold_writer(true);
-    let mut pending: Vec<Pending<'a>> = ops
-        .into_iter()
-        .map(|op| Box::pin(store.execute(op)) as Pending<'a>)
-        .collect();
     let mut ready: Vec<Option<Result<Outcome, Error>>> = pending
         .iter_mut()
         .map(

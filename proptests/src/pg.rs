@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use agent_sessions::{Error, Op, Outcome, Store};
 
 use crate::advanced::{
-    decode, Rows, GENERATION_ROW, MESSAGE_ROWS, RESERVED_ROWS, SESSIONS, SESSION_ROWS,
-    STRUCTURE_ROWS, USAGE_ROWS,
+    decode, Rows, GENERATION_ROWS, MESSAGE_ROWS, RESERVATION_ROWS, SESSION_ROWS, STRUCTURE_ROWS,
+    USAGE_ROWS,
 };
 use crate::{group_on, Target};
 
@@ -107,6 +107,10 @@ impl Target for PgTarget {
         group_on(&self.handles[h % 2], ops)
     }
 
+    fn store(&self, h: usize) -> Option<&Store> {
+        Some(&self.handles[h % 2])
+    }
+
     fn rows(&mut self) -> Option<Result<Rows, String>> {
         Some(rows_of(&self.schema))
     }
@@ -186,22 +190,17 @@ pub fn rows_of(schema: &str) -> Result<Rows, String> {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let mut reservations = Vec::new();
-    let mut generations = Vec::new();
-    for s in SESSIONS {
-        let reserved = c
-            .query(RESERVED_ROWS, &[&s])
-            .map_err(q)?
+    fn pairs<T: for<'a> postgres::types::FromSql<'a>>(
+        c: &mut postgres::Client,
+        sql: &str,
+    ) -> Result<Vec<(String, T)>, postgres::Error> {
+        Ok(c.query(sql, &[])?
             .iter()
-            .map(|r| r.get(0))
-            .collect();
-        reservations.push((s.to_string(), reserved));
-        let generation = c
-            .query_opt(GENERATION_ROW, &[&s])
-            .map_err(q)?
-            .map(|r| r.get(0));
-        generations.push((s.to_string(), generation));
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
     }
+    let reservations = pairs(&mut c, RESERVATION_ROWS).map_err(q)?;
+    let generations = pairs(&mut c, GENERATION_ROWS).map_err(q)?;
     Ok(Rows {
         structure,
         messages,

@@ -1,16 +1,17 @@
-//! Advanced sessions under random operation sequences: three handles, each with its own branch
-//! pointer per session, branch creation/switch/delete, usage with and without anchors, clears,
-//! basic-session writes mixed in, group commits (where a failing request, e.g. a taken branch
-//! id, must fail alone) and reopen — on file stores at both durabilities and on `:memory:`.
-//! Every outcome and every reported handle view must equal the model's; at the end every row of
-//! every table must too.
+//! Advanced sessions under random operation sequences: three real session handles per session
+//! (`AdvancedSqliteSession`, each with its own branch pointer), branch creation/switch/delete,
+//! usage with and without anchors, clears, basic-session writes mixed in, group commits (where a
+//! failing request, e.g. a taken branch id, must fail alone) and reopen — on file stores at both
+//! durabilities and on `:memory:`.
+//! Every answer must equal the model's and every handle's view the model's merge of the views
+//! it reported; at the end every row of every table must equal the model's too.
 //!
 //! Invariants: I6 (group members fail alone, all-or-nothing each), I9 (numbering), I10
 //! (structure ↔ messages), I11 (reservations), I12 (generations, pointer resets), I13 (usage
 //! anchors), I15 (failed ops change nothing). `PROPTEST_CASES=N` for soak runs.
 
 use agent_sessions::Durability;
-use proptests::advanced::{astep, check_advanced, ForgetsViews};
+use proptests::advanced::{astep, check_advanced, check_advanced_with, Handles};
 use proptests::{assert_full_was_injected, run_property, Kind, SqliteTarget};
 
 fn run(kind: Kind, n: u32) {
@@ -54,7 +55,11 @@ fn advanced_memory_store_matches_model() {
 fn negative_control_a_handle_that_forgets_its_branch_is_caught() {
     let steps = proptest::collection::vec(astep(), 1..50);
     let verdict = run_property(300, None, steps, |steps| {
-        check_advanced(&mut ForgetsViews(SqliteTarget::new(Kind::Memory)), &steps)
+        check_advanced_with(
+            &mut SqliteTarget::new(Kind::Memory),
+            &steps,
+            Handles::FreshEveryOp,
+        )
     });
     match verdict {
         Err(e) => eprintln!("negative control (forgotten handle state): caught: {e}"),

@@ -8,8 +8,8 @@
 //! writer's `BEGIN IMMEDIATE` group transaction, reads on one snapshot) and reports the view
 //! after it, which the handle folds in with [`HandleView::merge`].
 //!
-//! Invariants upheld (checked against the reference model in `tests/advanced.rs` and the
-//! property tests):
+//! Invariants upheld (checked against the reference model through real handles in the property
+//! tests: `proptests/tests/advanced_rules.rs` and the Advanced state machine):
 //! - I9: a session's live sequence numbers are unique; a batch takes contiguous numbers in input
 //!   order; on a branch, `get_items` order is commit order.
 //! - I10: after every Advanced operation, every structure row's message exists and every
@@ -291,6 +291,22 @@ impl AdvancedSqliteSession {
         let (sent, op) = self.pointer.prepare(&self.id, op);
         let outcome = self.store.execute_blocking(op)?;
         self.pointer.finish(&sent, outcome)
+    }
+
+    /// Test hook: run any [`AdvancedOp`] through this handle — its branch pointer, as every
+    /// method does — so differential tests drive the real handle state with the generated
+    /// operations (fixed `now_unix` included).
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    pub async fn execute_op(&self, op: AdvancedOp) -> Result<AdvancedAnswer> {
+        self.run(op).await
+    }
+
+    /// Test hook: the blocking form of [`AdvancedSqliteSession::execute_op`].
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    pub fn execute_op_blocking(&self, op: AdvancedOp) -> Result<AdvancedAnswer> {
+        self.run_blocking(op)
     }
 
     fn add_op(&self, items: Vec<Item>) -> Result<Option<AdvancedOp>> {

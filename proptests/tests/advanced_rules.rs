@@ -1,28 +1,38 @@
-//! Advanced-session semantics (SPEC §5.3) on real SQLite files. Every operation runs on the
-//! store and on the reference model and must give the same outcome (handle views included);
-//! after every operation the whole database — messages, structure rows, usage, reservations,
-//! generations — must equal the model's rows (I9-I13, I15).
+//! Advanced-session semantics (SPEC §5.3) on real SQLite files, scenario by scenario. Every
+//! operation runs through a real session handle (`AdvancedSqliteSession`, its branch pointer
+//! included) and on the reference model and must give the same answer; the handle's view must
+//! equal the model's merge of the views it reported; after every operation the whole database —
+//! every row of every table, by the property tests' comparator — must equal the model's rows
+//! (I9-I13, I15). Random sequences of the same operations are the Advanced state machine's.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use agent_sessions::{
-    AdvancedAnswer, AdvancedOp, Error, HandleView, Model, Op, Outcome, Store, StructureStatus,
-    Usage,
+    AdvancedAnswer, AdvancedOp, AdvancedSqliteSession, Error, HandleView, Model, Op, Outcome,
+    Store, StructureStatus, Usage,
 };
 use agent_sessions_model::advanced::{classify, tool_name};
-use agent_sessions_model::{StructureRow, TurnAnchor};
+use agent_sessions_model::TurnAnchor;
+use proptests::advanced::{compare_rows, Rows};
 use rusqlite::{Connection, OpenFlags};
 use serde_json::{json, Value};
 
-/// A file store and the model, run in lockstep, with named handles (each a [`HandleView`]).
+/// A real handle and the model's view of it (the oracle).
+struct Handle {
+    session: String,
+    real: AdvancedSqliteSession,
+    oracle: HandleView,
+}
+
+/// A file store and the model, run in lockstep, with named real handles.
 struct Twin {
     _dir: tempfile::TempDir,
     path: PathBuf,
     store: Store,
     model: Model,
-    /// Handle name → (its session, its state). A handle belongs to one session.
-    handles: BTreeMap<String, (String, HandleView)>,
+    /// Handle name → handle. A handle belongs to one session.
+    handles: BTreeMap<String, Handle>,
     /// The last operation run, named when the rows differ.
     last_op: String,
 }
@@ -64,42 +74,64 @@ impl Twin {
         got
     }
 
-    /// Run an Advanced op for `session` through handle `handle`, merging the reported view.
+    /// Run an Advanced op for `session` through the real handle `handle`; the model runs it with
+    /// the oracle's view, whose merge the real handle's view must then equal.
     fn adv(
         &mut self,
         handle: &str,
         session: &str,
         op: AdvancedOp,
     ) -> Result<AdvancedAnswer, Error> {
-        let entry = self
-            .handles
-            .entry(handle.into())
-            .or_insert_with(|| (session.into(), HandleView::main()));
+        if !self.handles.contains_key(handle) {
+            let real = self.store.advanced_session(session).unwrap();
+            self.handles.insert(
+                handle.into(),
+                Handle {
+                    session: session.into(),
+                    real,
+                    oracle: HandleView::main(),
+                },
+            );
+        }
+        let h = self.handles.get_mut(handle).expect("handle exists");
         assert_eq!(
-            entry.0, session,
+            h.session, session,
             "handle {handle} belongs to another session"
         );
-        let sent = entry.1.clone();
-        let outcome = self.run(Op::Advanced {
+        let sent = h.oracle.clone();
+        let full = Op::Advanced {
             session: session.into(),
             view: sent.clone(),
-            op,
-        })?;
-        let Outcome::Advanced { view, answer } = outcome else {
-            panic!("not an Advanced outcome: {outcome:?}")
+            op: op.clone(),
         };
-        self.handles
-            .get_mut(handle)
-            .expect("handle exists")
-            .1
-            .merge(&sent, &view);
-        Ok(answer)
+        let want = self.model.apply(&full).map_err(Error::from);
+        let got = h.real.execute_op_blocking(op);
+        let got_answer = answer_only(got.clone().map(|answer| Outcome::Advanced {
+            view: HandleView::main(),
+            answer,
+        }));
+        assert_eq!(
+            got_answer,
+            answer_only(want.clone()),
+            "store and model differ on {full:?}"
+        );
+        if let Ok(Outcome::Advanced { view, .. }) = &want {
+            h.oracle.merge(&sent, view);
+        }
+        assert_eq!(
+            h.real.view(),
+            h.oracle,
+            "handle {handle}: the real view differs from the model's merge after {full:?}"
+        );
+        self.last_op = format!("{full:?} -> {got:?}");
+        self.assert_same_rows();
+        got
     }
 
     fn view(&self, handle: &str) -> HandleView {
         self.handles
             .get(handle)
-            .map(|(_, v)| v.clone())
+            .map(|h| h.real.view())
             .unwrap_or_default()
     }
 
@@ -189,102 +221,12 @@ impl Twin {
         Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap()
     }
 
-    /// The database's rows equal the model's (created_at aside; message text compared as JSON
-    /// values, since the model keeps serde_json's text and the file Python's bytes).
+    /// Every row of every table equals the model's (the property tests' comparator).
     fn assert_same_rows(&self) {
-        let db = self.conn();
-        assert_eq!(
-            structure_rows(&db),
-            self.model.all_structure_rows(),
-            "message_structure after {}",
-            self.last_op
-        );
-        let messages: Vec<(i64, String, Value)> = db
-            .prepare("SELECT id, session_id, message_data FROM agent_messages ORDER BY id")
-            .unwrap()
-            .query_map([], |r| {
-                let text: String = r.get(2)?;
-                Ok((r.get(0)?, r.get(1)?, decode(&text)))
-            })
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        let want: Vec<(i64, String, Value)> = self
-            .model
-            .message_rows()
-            .into_iter()
-            .map(|(id, s, text)| (id, s, decode(&text)))
-            .collect();
-        assert_eq!(messages, want, "agent_messages");
-        let usage: Vec<(String, String, i64, Usage)> = db
-            .prepare(
-                "SELECT session_id, branch_id, user_turn_number, requests, input_tokens, \
-                 output_tokens, total_tokens, input_tokens_details, output_tokens_details \
-                 FROM turn_usage ORDER BY session_id, branch_id, user_turn_number",
-            )
-            .unwrap()
-            .query_map([], |r| {
-                let details = |i| -> rusqlite::Result<Option<Value>> {
-                    Ok(r.get::<_, Option<String>>(i)?
-                        .map(|t| serde_json::from_str(&t).unwrap()))
-                };
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    Usage {
-                        requests: r.get(3)?,
-                        input_tokens: r.get(4)?,
-                        output_tokens: r.get(5)?,
-                        total_tokens: r.get(6)?,
-                        input_tokens_details: details(7)?,
-                        output_tokens_details: details(8)?,
-                    },
-                ))
-            })
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        assert_eq!(usage, self.model.usage_rows(), "turn_usage");
-        let sessions: Vec<String> = db
-            .prepare(
-                "SELECT session_id FROM branch_reservations UNION \
-                 SELECT session_id FROM session_clear_generations ORDER BY 1",
-            )
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        for s in sessions {
-            let reserved: Vec<String> = db
-                .prepare(
-                    "SELECT branch_id FROM branch_reservations WHERE session_id = ?1 \
-                     ORDER BY branch_id",
-                )
-                .unwrap()
-                .query_map([&s], |r| r.get(0))
-                .unwrap()
-                .map(Result::unwrap)
-                .collect();
-            assert_eq!(
-                reserved,
-                self.model.reserved_branches(&s),
-                "reservations of {s}"
-            );
-            let generation: Option<i64> = db
-                .query_row(
-                    "SELECT generation FROM session_clear_generations WHERE session_id = ?1",
-                    [&s],
-                    |r| r.get(0),
-                )
-                .ok();
-            assert_eq!(
-                generation,
-                self.model.generation_row(&s),
-                "generation of {s}"
-            );
+        if let Err(e) = compare_rows(&self.path, &self.model) {
+            panic!("rows after {}: {e}", self.last_op);
         }
+        let db = self.conn();
         // I9: live sequence numbers unique per session.
         let dupes: i64 = db
             .query_row(
@@ -298,33 +240,16 @@ impl Twin {
     }
 }
 
-fn decode(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|_| Value::String(format!("<raw>{text}")))
-}
-
-fn structure_rows(db: &Connection) -> Vec<StructureRow> {
-    db.prepare(
-        "SELECT id, session_id, message_id, branch_id, message_type, sequence_number, \
-         user_turn_number, branch_turn_number, tool_name FROM message_structure ORDER BY id",
-    )
-    .unwrap()
-    .query_map([], |r| {
-        Ok(StructureRow {
-            id: r.get(0)?,
-            session_id: r.get(1)?,
-            message_id: r.get(2)?,
-            branch_id: r.get(3)?,
-            message_type: r.get(4)?,
-            sequence_number: r.get(5)?,
-            user_turn_number: r.get(6)?,
-            branch_turn_number: r.get(7)?,
-            tool_name: r.get(8)?,
-            created_at: String::new(),
-        })
+/// An outcome's answer without timestamps, the view left out (handle views are compared on
+/// their own).
+fn answer_only(r: Result<Outcome, Error>) -> Result<Outcome, Error> {
+    r.map(|o| match o.without_timestamps() {
+        Outcome::Advanced { answer, .. } => Outcome::Advanced {
+            view: HandleView::main(),
+            answer,
+        },
+        other => other,
     })
-    .unwrap()
-    .map(Result::unwrap)
-    .collect()
 }
 
 fn user(text: &str) -> Value {
@@ -794,7 +719,9 @@ fn classification_and_tool_names_follow_the_python_sdk() {
     }
     let mut t = Twin::new();
     t.add("h", "s", table.iter().map(|(i, _, _)| i.clone()).collect());
-    let rows: Vec<(String, Option<String>)> = structure_rows(&t.conn())
+    let rows: Vec<(String, Option<String>)> = Rows::of_sqlite(&t.path)
+        .unwrap()
+        .structure
         .into_iter()
         .map(|r| (r.message_type, r.tool_name))
         .collect();
@@ -1377,166 +1304,6 @@ fn a_new_handle_adopts_the_generation_it_finds() {
     assert_eq!(t.view("new"), HandleView::at("main", 2));
     assert!(t.record("fresh", "s", usage(1, 1), None));
     assert_eq!(t.view("fresh"), HandleView::at("main", 2));
-}
-
-// ---------------------------------------------------------------------------------------------
-// Random operation sequences (a small, dependency-free differential test; the proptests crate
-// runs larger ones): every outcome and every row must match the model after every operation.
-
-/// xorshift64*: deterministic, seedable.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn pick<'a, T>(&mut self, from: &'a [T]) -> &'a T {
-        &from[self.below(from.len())]
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-}
-
-fn random_item(rng: &mut Rng) -> Value {
-    let pool = [
-        user("hello weather"),
-        user("Café ROME 😀"),
-        json!({"role": "user", "content": [{"type": "input_text", "text": "parts WEATHER"}]}),
-        json!({"role": "user", "content": null}),
-        asst("sunny"),
-        json!({"type": "function_call", "name": "get_weather", "arguments": "{}"}),
-        json!({"type": "function_call_output", "output": "ok"}),
-        json!({"type": "mcp_call", "server_label": "cal", "name": "list"}),
-        json!({"type": "tool_search_call"}),
-        json!({"type": "tool_search_output"}),
-        json!({"type": "shell_call"}),
-        json!({"type": "reasoning"}),
-        json!("bare"),
-        json!([1, {"n": 1.5}]),
-    ];
-    rng.pick(&pool).clone()
-}
-
-fn random_op(rng: &mut Rng, anchors: &[TurnAnchor]) -> AdvancedOp {
-    let branches = ["main", "b1", "b2", "b3"];
-    let branch = |rng: &mut Rng| -> Option<String> {
-        rng.chance(40).then(|| rng.pick(&branches).to_string())
-    };
-    let name = |rng: &mut Rng| -> Option<String> {
-        rng.chance(70).then(|| rng.pick(&branches).to_string())
-    };
-    let terms = ["weather", "ROME", "é", "", "zzz", "parts"];
-    match rng.below(19) {
-        0..=3 => AdvancedOp::AddItems {
-            items: (0..rng.below(4)).map(|_| random_item(rng)).collect(),
-        },
-        4 => AdvancedOp::PlantRaw {
-            data: "{corrupt".into(),
-        },
-        5 => AdvancedOp::GetItems {
-            limit: *rng.pick(&[None, Some(0), Some(1), Some(3), Some(-1)]),
-            branch: branch(rng),
-        },
-        6 | 7 => AdvancedOp::PopItem,
-        8 => {
-            if rng.chance(30) {
-                AdvancedOp::Clear
-            } else {
-                AdvancedOp::ListBranches
-            }
-        }
-        9 | 10 => AdvancedOp::CreateBranchFromTurn {
-            turn: rng.below(5) as i64,
-            name: name(rng),
-            now_unix: 1_700_000_000 + rng.below(2) as i64,
-        },
-        11 => AdvancedOp::CreateBranchFromContent {
-            term: rng.pick(&terms).to_string(),
-            name: name(rng),
-            now_unix: 1_700_000_000,
-        },
-        12 => AdvancedOp::SwitchToBranch {
-            branch: rng.pick(&branches).to_string(),
-        },
-        13 => AdvancedOp::DeleteBranch {
-            branch: rng.pick(&branches).to_string(),
-            force: rng.chance(50),
-        },
-        14 => match rng.below(4) {
-            0 => AdvancedOp::ConversationTurns {
-                branch: branch(rng),
-            },
-            1 => AdvancedOp::FindTurns {
-                term: rng.pick(&terms).to_string(),
-                branch: branch(rng),
-            },
-            2 => AdvancedOp::ConversationByTurns {
-                branch: branch(rng),
-            },
-            _ => AdvancedOp::ToolUsage {
-                branch: branch(rng),
-            },
-        },
-        15 => AdvancedOp::CurrentTurn,
-        16 | 17 => AdvancedOp::RecordUsage {
-            usage: usage(rng.below(5) as i64, 10 + rng.below(90) as i64),
-            anchor: if anchors.is_empty() || rng.chance(50) {
-                None
-            } else {
-                Some(rng.pick(anchors).clone())
-            },
-        },
-        _ => match rng.below(2) {
-            0 => AdvancedOp::SessionUsage {
-                branch: branch(rng),
-            },
-            _ => AdvancedOp::TurnUsage {
-                turn: rng.chance(50).then(|| rng.below(4) as i64),
-                branch: branch(rng),
-            },
-        },
-    }
-}
-
-#[test]
-fn random_sequences_match_the_model_row_for_row() {
-    for seed in 1..=20u64 {
-        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-        let mut t = Twin::new();
-        let mut anchors: Vec<TurnAnchor> = Vec::new();
-        for _ in 0..150 {
-            let session = *rng.pick(&["s", "t"]);
-            if rng.chance(4) {
-                // Another program's basic-session write on the same ids (mixing, SPEC §5.3).
-                let op = match rng.below(3) {
-                    0 => Op::AddItems {
-                        session: session.into(),
-                        items: vec![json!("basic")],
-                    },
-                    1 => Op::PopItem {
-                        session: session.into(),
-                    },
-                    _ => Op::ClearSession {
-                        session: session.into(),
-                    },
-                };
-                let _ = t.run(op);
-                continue;
-            }
-            let handle = format!("{}{session}", rng.pick(&["h", "k"]));
-            let op = random_op(&mut rng, &anchors);
-            if let Ok(AdvancedAnswer::Anchor(Some(a))) = t.adv(&handle, session, op) {
-                anchors.push(a);
-            }
-        }
-    }
 }
 
 /// Foreign keys stay off, as in Python: the schema's `ON DELETE CASCADE`s never fire (the
