@@ -159,6 +159,25 @@ fn read_sees_acknowledged_writes(faults: Faults) {
     assert_eq!(engine.stats.open_now(), 0);
 }
 
+/// I4, I5, I3: two reader threads share one queue (writer + 2 readers + closer + this thread:
+/// loom's five). Two reads queued together are each answered exactly once, by whichever reader
+/// takes it, and see the acknowledged write; closing wakes *both* sleeping readers, or the
+/// drain's join never returns (with one wake-up on close instead of all — caught as a deadlock,
+/// shown by hand).
+fn two_readers_share_one_queue() {
+    let engine = ModelEngine::new();
+    let h = private_handle(&engine, 2, Faults::default());
+    h.call_blocking(add("s", json!("x"))).unwrap();
+    let first = h.submit(get("s")).unwrap();
+    let second = h.submit(get("s")).unwrap();
+    for rx in [first, second] {
+        assert_eq!(items(rx.wait().unwrap()), vec![json!("x")]);
+    }
+    h.close();
+    h.wait_closed();
+    assert_eq!(engine.stats.open_now(), 0, "a reader was never woken to close");
+}
+
 /// I5/I6: a COMMIT that fails fails every request of its batch, and none of them is applied.
 fn failed_commit_fails_the_whole_batch(faults: Faults) {
     let engine = ModelEngine::new();
@@ -744,6 +763,11 @@ fn loom_read_sees_acknowledged_writes() {
     model("read_sees_acknowledged_writes", || {
         read_sees_acknowledged_writes(Faults::default())
     });
+}
+
+#[test]
+fn loom_two_readers_share_one_queue() {
+    model("two_readers_share_one_queue", two_readers_share_one_queue);
 }
 
 #[test]
