@@ -326,6 +326,7 @@ fn a_unix_socket_url_opens_the_same_database() {
 #[test]
 fn several_writers_keep_each_sessions_order_and_lose_nothing() {
     let (_s, url) = schema("writers");
+    let url = format!("{url}&application_name=four-writers");
     let store = Store::builder(url.as_str())
         .writers(4)
         .readers(1)
@@ -367,6 +368,15 @@ fn several_writers_keep_each_sessions_order_and_lose_nothing() {
     }
     let shared = store.session("shared").blocking().get_items(None).unwrap();
     assert_eq!(shared.len(), 800);
+    // Four writers share one reader: five server connections, whatever the load.
+    let connections: i64 = client()
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'four-writers'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(connections, 5, "writers + readers connections");
     for t in 0..8 {
         let mine: Vec<&Value> = shared
             .iter()

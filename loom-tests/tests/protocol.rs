@@ -175,7 +175,11 @@ fn two_readers_share_one_queue() {
     }
     h.close();
     h.wait_closed();
-    assert_eq!(engine.stats.open_now(), 0, "a reader was never woken to close");
+    assert_eq!(
+        engine.stats.open_now(),
+        0,
+        "a reader was never woken to close"
+    );
 }
 
 /// I5/I6: a COMMIT that fails fails every request of its batch, and none of them is applied.

@@ -293,9 +293,10 @@ impl StoreBuilder {
     }
 
     /// PostgreSQL: how many writer connections this process uses, 1 to 16, default 1. Each is
-    /// a pool of its own (a writer and `readers` readers); a session always goes to the same
-    /// one (by a hash of its id), so its requests keep their order, and different sessions
-    /// commit in parallel — the server overlaps their COMMITs' flushes. The lock protocol that
+    /// a pool of its own; a session's writes always go to the same one (by a hash of its id),
+    /// so they keep their order, and different sessions commit in parallel — the server
+    /// overlaps their COMMITs' flushes. The `readers` are shared by all of them (any
+    /// connection sees every acknowledged write): `writers + readers` connections in all. The lock protocol that
     /// serves several hosts serves them. SQLite has one writer per file: only 1 is accepted.
     pub fn writers(mut self, n: usize) -> Self {
         self.options.writers = n;

@@ -48,8 +48,16 @@ pub(crate) fn open(url: &str, what: String, o: &OpenOptions) -> Result<crate::en
     };
     // One pool per writer. The registry key names the writer and the writer count, so every
     // opener asking for the same count shares the same pools, and another count is refused.
+    // The readers are the first pool's only: any connection's statement sees every committed
+    // write (READ COMMITTED; replies follow COMMITs), so reads need no particular writer, and
+    // readers per writer would multiply the connections whose reads take the CPU the writers
+    // need (measured: the mixed load's writes fell as reader connections grew).
     let mut shards: Vec<Arc<Box<dyn Backend>>> = Vec::with_capacity(o.writers);
     for i in 0..o.writers {
+        let pool = PoolConfig {
+            readers: if i == 0 { pool.readers } else { 0 },
+            ..pool
+        };
         let key = match o.writers {
             1 => url.to_owned(),
             n => format!("{url}\u{0}writer {i} of {n}"),
@@ -73,19 +81,27 @@ pub(crate) fn open(url: &str, what: String, o: &OpenOptions) -> Result<crate::en
         return Ok((shards.remove(0), names));
     }
     Ok((
-        Arc::new(Box::new(Writers { shards }) as Box<dyn Backend>),
+        Arc::new(Box::new(Writers {
+            shards,
+            shared_readers: pool.readers > 0,
+        }) as Box<dyn Backend>),
         names,
     ))
 }
 
-/// Several writers of one process: a session's requests always go to the same pool (by a hash
-/// of its id, so its FIFO order holds), requests naming no session to the first.
+/// Several writers of one process: a session's writes always go to the same pool (by a hash of
+/// its id, so its FIFO order holds), requests naming no session to the first; reads go to the
+/// first pool's readers when there are any (else to the session's writer, as on one pool).
 struct Writers {
     shards: Vec<Arc<Box<dyn Backend>>>,
+    shared_readers: bool,
 }
 
 impl Writers {
     fn of(&self, op: &Op) -> &dyn Backend {
+        if self.shared_readers && !op.is_write() {
+            return &**self.shards[0];
+        }
         let n = self.shards.len() as u64;
         let i = op.session().map_or(0, |s| lock_key(&[s]) as u64 % n);
         &**self.shards[i as usize]
