@@ -15,9 +15,11 @@
 # Two passes, per mutant:
 #   1. loom — files under src/protocol/ only: the mutant built with `--cfg agent_sessions_loom`
 #      and the loom scenarios run against it (release, LOOM_MAX_PREEMPTIONS=2; ~15 s a mutant).
-#   2. plain — every mutant pass 1 did not catch (`--iterate`): the library's unit, integration
-#      and doc tests plus the property tests (the Python interop tests left to the ordinary test
-#      command; the PostgreSQL ones need a server and are not built here).
+#   2. plain — every mutant pass 1 did not catch (`--iterate`): the library's unit and
+#      integration tests plus the property tests (`--tests`: the doc examples are left to the
+#      ordinary test command, as are the Python interop tests; the PostgreSQL engine's files are
+#      not compiled without the `postgres` feature and its tests need a server: leave
+#      src/engine/postgres/ out, or its mutants show up as missed).
 # Results: $MUTANTS_OUT/{loom,plain}/mutants.out/ (cargo-mutants' caught.txt, missed.txt,
 # unviable.txt, timeout.txt) and a per-file summary (summary.txt): a mutant caught by either pass
 # is caught.
@@ -72,8 +74,9 @@ iterate=()
 if [ -d "$out/loom" ]; then iterate=(--iterate); fi
 PROPTEST_CASES="${PROPTEST_CASES:-64}" cargo mutants -j 1 "${iterate[@]}" \
   --output "$work" "${plain_args[@]}" "${shard[@]}" \
+  --package agent-sessions --package agent-sessions-model \
   --test-package agent-sessions --test-package agent-sessions-model --test-package proptests \
-  -- -- --skip interop || true
+  --cargo-test-arg=--tests -- -- --skip interop || true
 rm -rf "$out/plain"
 cp -r "$work/mutants.out" "$out/plain"
 fi
