@@ -216,16 +216,14 @@ impl Harness {
 
     /// After a reopen: handles whose store was closed are gone, and so are their views.
     fn drop_closed(&mut self) {
-        let closed: Vec<_> = self
-            .real
-            .iter()
-            .filter(|(_, handle)| handle.is_closed())
-            .map(|(key, _)| key.clone())
-            .collect();
-        for key in closed {
-            self.real.remove(&key);
-            self.oracle.remove(&key);
-        }
+        let Harness { real, oracle, .. } = self;
+        real.retain(|key, handle| {
+            let open = !handle.is_closed();
+            if !open {
+                oracle.remove(key);
+            }
+            open
+        });
     }
 }
 
