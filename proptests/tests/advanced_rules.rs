@@ -1479,3 +1479,29 @@ fn prune_takes_idle_sessions_with_their_advanced_rows() {
         Err(Error::InvalidArgument(_))
     ));
 }
+
+/// A structure table dropped behind the store's back (another program): Advanced operations
+/// fail with the schema error that names the fix, not SQLite's bare "no such table", and the
+/// messages are untouched.
+#[test]
+fn a_structure_table_dropped_by_another_program_is_a_clear_schema_error() {
+    for table in ["message_structure", "turn_usage"] {
+        let t = Twin::new();
+        let db = Connection::open(&t.path).unwrap();
+        db.execute_batch(&format!("DROP TABLE {table}")).unwrap();
+        let a = t.store.advanced_session("s").unwrap().blocking();
+        let err = if table == "turn_usage" {
+            a.get_session_usage(None).unwrap_err()
+        } else {
+            a.add_items(vec![user("lost?")]).unwrap_err()
+        };
+        assert!(
+            matches!(&err, Error::Schema(m) if m.contains("create_structure_tables(true)")),
+            "{table}: {err:?}"
+        );
+        let messages: i64 = db
+            .query_row("SELECT COUNT(*) FROM agent_messages", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(messages, 0, "{table}: a failed add left messages behind");
+    }
+}
