@@ -398,4 +398,90 @@ mod tests {
         q.close();
         assert!(matches!(q.push(request()), Err(Error::Closed)));
     }
+
+    /// The byte bound's contract: a request weighs at least the bytes of every string it holds
+    /// (keys and values, however deeply nested; imported message data and timestamps), and at
+    /// most that plus 16 bytes per JSON node and 64 + the session id per request.
+    #[test]
+    fn a_request_weighs_its_strings_plus_a_little_per_node() {
+        use agent_sessions_model::{AdvancedOp, HandleView, RawMessage, SessionDump};
+        use serde_json::{json, Value};
+        fn strings_and_nodes(v: &Value) -> (usize, usize) {
+            match v {
+                Value::String(s) => (s.len(), 1),
+                Value::Array(a) => a.iter().map(strings_and_nodes).fold((0, 1), add),
+                Value::Object(o) => o
+                    .iter()
+                    .map(|(k, v)| {
+                        let (b, n) = strings_and_nodes(v);
+                        (b + k.len(), n)
+                    })
+                    .fold((0, 1), add),
+                _ => (0, 1),
+            }
+        }
+        fn add(a: (usize, usize), b: (usize, usize)) -> (usize, usize) {
+            (a.0 + b.0, a.1 + b.1)
+        }
+        let big = "x".repeat(10_000);
+        let items = vec![
+            json!(big),
+            json!([big, [big], 7]),
+            json!({"k": big, "nested": {big.clone(): [big, null, true]}}),
+            json!(1.5),
+        ];
+        let (bytes, nodes) = items.iter().map(strings_and_nodes).fold((0, 0), add);
+        let session = "session-1";
+        let ops = [
+            Op::AddItems {
+                session: session.into(),
+                items: items.clone(),
+            },
+            Op::ReplaceItems {
+                session: session.into(),
+                items: items.clone(),
+            },
+            Op::Advanced {
+                session: session.into(),
+                view: HandleView::main(),
+                op: AdvancedOp::AddItems {
+                    items: items.clone(),
+                },
+            },
+            Op::Advanced {
+                session: session.into(),
+                view: HandleView::main(),
+                op: AdvancedOp::ReplaceItems { items },
+            },
+        ];
+        let base = 64 + session.len();
+        for op in &ops {
+            let w = weight(op);
+            assert!(
+                (base + bytes..=base + bytes + 16 * nodes).contains(&w),
+                "{w} for {bytes} string bytes in {nodes} nodes"
+            );
+        }
+        let import = Op::Import(SessionDump {
+            session_id: session.into(),
+            created_at: None,
+            updated_at: None,
+            messages: vec![RawMessage {
+                message_data: big.clone(),
+                created_at: "2020-01-01 00:00:00".into(),
+            }],
+        });
+        let w = weight(&import);
+        assert!(
+            (base + big.len() + 19..=base + big.len() + 19 + 16).contains(&w),
+            "{w}"
+        );
+        // Requests without items weigh their session id and a constant.
+        assert_eq!(
+            weight(&Op::PopItem {
+                session: session.into()
+            }),
+            base
+        );
+    }
 }
