@@ -121,3 +121,48 @@ fn a_dying_writer_fails_its_callers_instead_of_hanging() {
     h.wait_closed();
     assert_eq!(engine.stats.open_now(), 0);
 }
+
+/// A request that takes the whole transaction with it (SQLite's rollback on a full disk or an I/O
+/// error), in a group whose next BEGIN also fails: the requests before it are undone and told
+/// so, it reports its own failure, and every request after it gets the BEGIN's error — five
+/// requests, five replies, none lost, nothing stored (I4, I6).
+#[test]
+fn a_rolled_back_group_whose_next_begin_fails_answers_every_request() {
+    use agent_sessions::hooks::model_engine::aborting_item;
+    use std::sync::atomic::Ordering;
+    let engine = ModelEngine::new();
+    let h = model_handle(&engine);
+    h.pool().hold_writer(true);
+    let items = [json!(1), aborting_item(), json!(3), json!(4), json!(5)];
+    let replies: Vec<_> = items
+        .iter()
+        .map(|i| h.submit(add(i.clone())).unwrap())
+        .collect();
+    engine
+        .stats
+        .abort_fails_next_begin
+        .store(true, Ordering::SeqCst);
+    h.pool().hold_writer(false);
+    let results: Vec<String> = replies
+        .into_iter()
+        .map(|rx| format!("{:?}", rx.wait().unwrap_err()))
+        .collect();
+    assert!(
+        results[0].contains("rolled the transaction back"),
+        "{results:?}"
+    );
+    assert!(
+        results[1].contains("rolled the transaction back"),
+        "{results:?}"
+    );
+    for r in &results[2..] {
+        assert!(r.contains("injected BEGIN failure"), "{results:?}");
+    }
+    assert_eq!(
+        engine.snapshot().rows("s"),
+        Vec::<Option<serde_json::Value>>::new()
+    );
+    // The writer goes on.
+    h.call_blocking(add(json!("after"))).unwrap();
+    assert_eq!(engine.snapshot().rows("s"), vec![Some(json!("after"))]);
+}

@@ -24,6 +24,12 @@ pub fn panicking_item() -> Item {
     serde_json::json!({"__panic__": true})
 }
 
+/// An item whose request fails *and takes the whole transaction with it*, as SQLite does on a
+/// full disk or an I/O error: the savepoints are gone and the requests before it are undone.
+pub fn aborting_item() -> Item {
+    serde_json::json!({"__abort__": true})
+}
+
 /// Detects two threads inside one connection at once (I1).
 #[derive(Debug, Default)]
 pub struct UseProbe {
@@ -65,6 +71,10 @@ pub struct ModelStats {
     pub fail_commits: AtomicUsize,
     /// The next commit panics — outside any request, so the writer thread itself dies.
     pub panic_commits: AtomicUsize,
+    /// The next this-many BEGINs fail (as a busy or failing database's would).
+    pub fail_begins: AtomicUsize,
+    /// An [`aborting_item`]'s request also makes the BEGIN after it fail.
+    pub abort_fails_next_begin: AtomicBool,
 }
 
 impl ModelStats {
@@ -127,12 +137,21 @@ impl Drop for ModelConn {
     }
 }
 
+/// Take one from a "the next n fail" counter: whether this one fails.
+fn take_one(counter: &AtomicUsize) -> bool {
+    counter
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
+
 fn injected(op: &Op) -> Option<&'static str> {
     let Op::AddItems { items, .. } = op else {
         return None;
     };
     if items.contains(&panicking_item()) {
         Some("panic")
+    } else if items.contains(&aborting_item()) {
+        Some("abort")
     } else if items.contains(&failing_item()) {
         Some("fail")
     } else {
@@ -146,6 +165,9 @@ impl Connection for ModelConn {
     fn begin(&mut self, _: &mut dyn Iterator<Item = (&(), &Op)>) -> Result<()> {
         let _u = self.probe.enter();
         assert!(self.tx.is_none(), "BEGIN inside a transaction");
+        if take_one(&self.stats.fail_begins) {
+            return Err(Error::Io("injected BEGIN failure".into()));
+        }
         self.tx = Some(self.db.lock().clone());
         Ok(())
     }
@@ -165,6 +187,12 @@ impl Connection for ModelConn {
 
     fn rollback_to(&mut self) -> Result<()> {
         let _u = self.probe.enter();
+        if self.tx.is_none() {
+            // As SQLite answers after rolling the transaction back by itself.
+            return Err(Error::Io(
+                "no such savepoint: the transaction was rolled back".into(),
+            ));
+        }
         self.tx = Some(
             self.savepoints
                 .pop()
@@ -177,19 +205,10 @@ impl Connection for ModelConn {
         let _u = self.probe.enter();
         assert!(self.savepoints.is_empty(), "COMMIT with open savepoints");
         let tx = self.tx.take().expect("COMMIT outside a transaction");
-        let fail = self
-            .stats
-            .fail_commits
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
-        if fail {
+        if take_one(&self.stats.fail_commits) {
             return Err(Error::Io("injected commit failure".into()));
         }
-        let die = self
-            .stats
-            .panic_commits
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
+        let die = take_one(&self.stats.panic_commits);
         assert!(!die, "injected panic at commit: the writer thread dies");
         *self.db.lock() = tx;
         self.stats.commits.fetch_add(1, Ordering::SeqCst);
@@ -212,6 +231,16 @@ impl Connection for ModelConn {
         let outcome = tx.apply(op)?;
         match injected(op) {
             Some("panic") => panic!("injected panic"),
+            Some("abort") => {
+                self.tx = None;
+                self.savepoints.clear();
+                if self.stats.abort_fails_next_begin.load(Ordering::SeqCst) {
+                    self.stats.fail_begins.fetch_add(1, Ordering::SeqCst);
+                }
+                Err(Error::Io(
+                    "injected failure that rolled the transaction back".into(),
+                ))
+            }
             Some(_) => Err(Error::Io("injected request failure".into())),
             None => Ok(outcome),
         }
