@@ -165,4 +165,12 @@ fn a_rolled_back_group_whose_next_begin_fails_answers_every_request() {
     // The writer goes on.
     h.call_blocking(add(json!("after"))).unwrap();
     assert_eq!(engine.snapshot().rows("s"), vec![Some(json!("after"))]);
+    assert_eq!(
+        engine.stats.open_now(),
+        2,
+        "a writer and a reader connection"
+    );
+    h.close();
+    h.wait_closed();
+    assert_eq!(engine.stats.open_now(), 0);
 }

@@ -46,3 +46,64 @@ pub(crate) fn limited_items(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A session's stored rows, oldest first, as an engine would fetch them; counts fetches.
+    struct History {
+        rows: Vec<Option<String>>,
+        fetches: usize,
+    }
+
+    impl History {
+        fn new(rows: &[&str]) -> Self {
+            History {
+                rows: rows.iter().map(|r| Some(r.to_string())).collect(),
+                fetches: 0,
+            }
+        }
+        fn get(&mut self, limit: Option<i64>) -> Vec<Item> {
+            self.fetches = 0;
+            let rows = self.rows.clone();
+            let fetches = &mut self.fetches;
+            limited_items(limit, |n| {
+                *fetches += 1;
+                Ok(match n {
+                    None => rows.clone(),
+                    Some(n) => {
+                        let n = usize::try_from(n).unwrap_or(usize::MAX).min(rows.len());
+                        rows.iter().rev().take(n).cloned().collect()
+                    }
+                })
+            })
+            .unwrap()
+        }
+    }
+
+    #[test]
+    fn newest_items_widen_past_corrupt_rows_and_stop_when_history_runs_out() {
+        let mut h = History::new(&["1", "2", "3"]);
+        assert_eq!(h.get(Some(5)), vec![json!(1), json!(2), json!(3)]);
+        assert_eq!(
+            h.fetches, 1,
+            "a short history is known to be exhausted at once"
+        );
+        assert_eq!(h.get(Some(2)), vec![json!(2), json!(3)]);
+        assert_eq!(h.fetches, 1);
+
+        // Ten rows, the newest four corrupt: windows of 3, 6 and 12 rows (the last runs out).
+        let mut h = History::new(&["1", "2", "3", "4", "5", "6", "{", "{", "{", "{"]);
+        assert_eq!(h.get(Some(3)), vec![json!(4), json!(5), json!(6)]);
+        assert_eq!(h.fetches, 3);
+        // Fewer valid items than asked for: all of them, once history runs out.
+        assert_eq!(h.get(Some(9)).len(), 6);
+        assert_eq!(h.fetches, 2);
+
+        assert_eq!(h.get(Some(0)), Vec::<Item>::new());
+        assert_eq!(h.get(Some(-1)).len(), 6, "a negative limit means all");
+        assert_eq!(h.get(None).len(), 6);
+    }
+}
