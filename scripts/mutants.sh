@@ -7,7 +7,8 @@
 # Usage: scripts/mutants.sh [FILE ...]     e.g. scripts/mutants.sh src/protocol/reply.rs
 #   Without FILEs: every file of the library and the model.
 #   PROPTEST_CASES (default 64) sets the property tests' case count.
-#   MUTANTS_SHARD=k/n tests every n-th mutant only (a deterministic sample), e.g. 0/10.
+#   MUTANTS_SHARD=k/n tests every n-th mutant only (round robin: a deterministic sample across
+#   all the files), e.g. 1/10.
 #   MUTANTS_OUT (default target/mutants) is where results go.
 #   MUTANTS_PASSES (default "loom plain") runs only the passes named; "plain" alone after a
 #   "loom" run goes on from its results.
@@ -39,7 +40,7 @@ out="${MUTANTS_OUT:-target/mutants}"
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 shard=()
-if [ -n "${MUTANTS_SHARD:-}" ]; then shard=(--shard "$MUTANTS_SHARD"); fi
+if [ -n "${MUTANTS_SHARD:-}" ]; then shard=(--shard "$MUTANTS_SHARD" --sharding round-robin); fi
 
 loom_args=()
 for f in "${files[@]}"; do
