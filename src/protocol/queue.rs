@@ -399,6 +399,49 @@ mod tests {
         assert!(matches!(q.push(request()), Err(Error::Closed)));
     }
 
+    /// A waiter polled again by a task with another waker (a future moved between tasks) is
+    /// woken through the newest one; and a request that got in through `poll_push` counts
+    /// against the byte bound as a blocking push's does.
+    #[test]
+    fn an_async_waiter_is_woken_through_its_latest_waker_and_its_bytes_count() {
+        let q = Queue::<()>::new(1, usize::MAX);
+        q.push(request()).unwrap();
+        let mut w = Waiting {
+            req: Some(request()),
+            ticket: None,
+            count: Default::default(),
+        };
+        assert!(w.poll(&q).is_pending());
+        let old = std::mem::take(&mut w.count);
+        assert!(w.poll(&q).is_pending());
+        let mut out = Vec::new();
+        assert!(q.pop_batch(8, &mut out));
+        assert_eq!(
+            (old.woken(), w.woken()),
+            (0, 1),
+            "woken through the old waker"
+        );
+
+        // One request fits the byte bound, two do not (an empty queue takes any one).
+        let one = request().bytes;
+        let q = Queue::<()>::new(8, one + one / 2);
+        let mut first = Waiting {
+            req: Some(request()),
+            ticket: None,
+            count: Default::default(),
+        };
+        assert!(first.poll(&q).is_ready());
+        let mut second = Waiting {
+            req: Some(request()),
+            ticket: None,
+            count: Default::default(),
+        };
+        assert!(
+            second.poll(&q).is_pending(),
+            "the first request's bytes were not counted"
+        );
+    }
+
     /// The byte bound's contract: a request weighs at least the bytes of every string it holds
     /// (keys and values, however deeply nested; imported message data and timestamps), and at
     /// most that plus 16 bytes per JSON node and 64 + the session id per request.
