@@ -440,6 +440,13 @@ mod tests {
             second.poll(&q).is_pending(),
             "the first request's bytes were not counted"
         );
+        // The same after a blocking push.
+        let q = Queue::<()>::new(8, one + one / 2);
+        q.push(request()).unwrap();
+        assert!(
+            second.poll(&q).is_pending(),
+            "a blocking push's bytes were not counted"
+        );
     }
 
     /// The byte bound's contract: a request weighs at least the bytes of every string it holds
