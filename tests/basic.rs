@@ -452,3 +452,24 @@ async fn close_returns_at_once_and_wait_closed_sees_accepted_writes_stored() {
     let stored = reopened.session("s").get_items(None).await.unwrap();
     assert_eq!(stored.len(), acknowledged, "stored != acknowledged");
 }
+
+/// A store reports the tables it uses as written in SQL: the defaults, and custom names as
+/// given (a quoted name keeps its quotes).
+#[test]
+fn a_store_names_its_tables_as_written_in_sql() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = Store::open(dir.path().join("a.db")).unwrap();
+    assert_eq!(
+        (plain.sessions_table(), plain.messages_table()),
+        ("agent_sessions", "agent_messages")
+    );
+    let custom = Store::builder(dir.path().join("b.db"))
+        .sessions_table("my_sessions")
+        .messages_table("\"My Messages\"")
+        .open()
+        .unwrap();
+    assert_eq!(
+        (custom.sessions_table(), custom.messages_table()),
+        ("my_sessions", "\"My Messages\"")
+    );
+}
