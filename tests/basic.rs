@@ -473,3 +473,27 @@ fn a_store_names_its_tables_as_written_in_sql() {
         ("my_sessions", "\"My Messages\"")
     );
 }
+
+/// The WAL is checkpointed into the database as it grows (the store turns SQLite's
+/// auto-checkpoint off and checkpoints between groups itself): after 4,000 one-item adds of
+/// 1 KB each, most of the data is in the database file and the WAL stays within its limit.
+#[test]
+fn the_wal_is_checkpointed_into_the_database_as_it_grows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wal.db");
+    let store = Store::open(&path).unwrap();
+    let s = store.session("s").blocking();
+    let item = json!("x".repeat(1024));
+    for _ in 0..4_000 {
+        s.add_items(vec![item.clone()]).unwrap();
+    }
+    let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    let db = size(&path);
+    let wal = size(&dir.path().join("wal.db-wal"));
+    assert!(
+        db >= 2 << 20,
+        "only {db} bytes checkpointed into the database (WAL {wal})"
+    );
+    assert!(wal <= 24 << 20, "the WAL grew to {wal} bytes");
+    assert_eq!(s.get_items(None).unwrap().len(), 4_000);
+}
