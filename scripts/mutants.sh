@@ -6,7 +6,8 @@
 #
 # Usage: scripts/mutants.sh [FILE ...]     e.g. scripts/mutants.sh src/protocol/reply.rs
 #   Without FILEs: every file of the library and the model.
-#   PROPTEST_CASES (default 64) sets the property tests' case count.
+#   PROPTEST_CASES (default 64) sets the property tests' case count, AGENT_SESSIONS_VFS_CASES
+#   (default 8) the VFS suites'.
 #   MUTANTS_SHARD=k/n tests every n-th mutant only (round robin: a deterministic sample across
 #   all the files), e.g. 1/10.
 #   MUTANTS_OUT (default target/mutants) is where results go.
@@ -17,7 +18,8 @@
 #   1. loom — files under src/protocol/ only: the mutant built with `--cfg agent_sessions_loom`
 #      and the loom scenarios run against it (release, LOOM_MAX_PREEMPTIONS=2; ~15 s a mutant).
 #   2. plain — every mutant pass 1 did not catch (`--iterate`): the library's unit and
-#      integration tests plus the property tests (`--tests`: the doc examples are left to the
+#      integration tests, the property tests and the fault-injecting VFS suites (8 cases a
+#      property: AGENT_SESSIONS_VFS_CASES) (`--tests`: the doc examples are left to the
 #      ordinary test command, as are the Python interop tests; the PostgreSQL engine's files are
 #      not compiled without the `postgres` feature and its tests need a server: leave
 #      src/engine/postgres/ out, or its mutants show up as missed).
@@ -70,32 +72,36 @@ if [[ " $passes " == *" loom "* ]] && [ ${#loom_args[@]} -gt 0 ]; then
 fi
 
 if [[ " $passes " == *" plain "* ]]; then
-echo "==> pass 2: the ordinary suites against $(( ${#plain_args[@]} / 2 )) file(s)"
-iterate=()
-if [ -d "$out/loom" ]; then iterate=(--iterate); fi
-PROPTEST_CASES="${PROPTEST_CASES:-64}" cargo mutants -j 1 "${iterate[@]}" \
-  --output "$work" "${plain_args[@]}" "${shard[@]}" \
-  --package agent-sessions --package agent-sessions-model \
-  --test-package agent-sessions --test-package agent-sessions-model --test-package proptests \
-  --cargo-test-arg=--tests -- -- --skip interop || true
-rm -rf "$out/plain"
-cp -r "$work/mutants.out" "$out/plain"
+  echo "==> pass 2: the ordinary suites against $(( ${#plain_args[@]} / 2 )) file(s)"
+  # After a loom pass, or a plain pass run before (e.g. to retest survivors once new tests
+  # are in), only what is still missed or timed out is tested again.
+  iterate=()
+  if [ -d "$work/mutants.out" ]; then iterate=(--iterate); fi
+  if [ -d "$out/plain" ]; then mv "$out/plain" "$out/plain-$(date +%s)"; fi
+  PROPTEST_CASES="${PROPTEST_CASES:-64}" AGENT_SESSIONS_VFS_CASES="${AGENT_SESSIONS_VFS_CASES:-8}" \
+    cargo mutants -j 1 "${iterate[@]}" \
+    --output "$work" "${plain_args[@]}" "${shard[@]}" \
+    --package agent-sessions --package agent-sessions-model \
+    --test-package agent-sessions --test-package agent-sessions-model --test-package proptests \
+    --test-package faultvfs \
+    --cargo-test-arg=--tests -- -- --skip interop || true
+  cp -r "$work/mutants.out" "$out/plain"
 fi
 
 echo "==> summary ($out/summary.txt)"
 python3 - "$out" <<'EOF' | tee "$out/summary.txt"
-import collections, os, sys
+import collections, glob, os, sys
 out = sys.argv[1]
 def read(run, kind):
-    p = os.path.join(out, run, kind + ".txt")
+    p = os.path.join(run, kind + ".txt")
     return set(open(p).read().splitlines()) if os.path.exists(p) else set()
-runs = [r for r in ("loom", "plain") if os.path.isdir(os.path.join(out, r))]
+# Every run counts for what it caught; the newest plain run decides what is still missed.
+runs = sorted(glob.glob(os.path.join(out, "loom")) + glob.glob(os.path.join(out, "plain*")))
+latest = os.path.join(out, "plain")
 caught = set().union(*(read(r, "caught") for r in runs))
 unviable = set().union(*(read(r, "unviable") for r in runs)) - caught
-# A mutant the plain pass skipped was caught (or unviable) in the loom pass; what the plain pass
-# tested decides the rest.
-missed = read("plain", "missed") - caught - unviable
-timeout = read("plain", "timeout") - caught - unviable - missed
+missed = read(latest, "missed") - caught - unviable
+timeout = read(latest, "timeout") - caught - unviable - missed
 rows = collections.defaultdict(lambda: [0, 0, 0, 0])
 for i, group in enumerate((caught, missed, unviable, timeout)):
     for m in group:
