@@ -13,6 +13,8 @@
 #   MUTANTS_OUT (default target/mutants) is where results go.
 #   MUTANTS_PASSES (default "loom plain") runs only the passes named; "plain" alone after a
 #   "loom" run goes on from its results.
+#   MUTANTS_RETEST=1 runs the plain pass on exactly the mutants the last plain pass in
+#   MUTANTS_OUT left missed or timed out (after new tests went in; a sample stays the sample).
 #
 # Two passes, per mutant:
 #   1. loom — files under src/protocol/ only: the mutant built with `--cfg agent_sessions_loom`
@@ -76,7 +78,18 @@ if [[ " $passes " == *" plain "* ]]; then
   # After a loom pass, or a plain pass run before (e.g. to retest survivors once new tests
   # are in), only what is still missed or timed out is tested again.
   iterate=()
-  if [ -d "$work/mutants.out" ]; then iterate=(--iterate); fi
+  if [ -n "${MUTANTS_RETEST:-}" ]; then
+    # Each survivor by its exact name (file, line, column and change).
+    cat "$out/plain/missed.txt" "$out/plain/timeout.txt" 2>/dev/null >"$out/retest.txt" || true
+    mapfile -t iterate < <(python3 -c 'import re, sys
+for name in sys.stdin.read().splitlines():
+    print("--re"); print("^" + re.escape(name) + "$")' <"$out/retest.txt")
+    shard=()
+    if [ ${#iterate[@]} -eq 0 ]; then echo "nothing to retest"; exit 0; fi
+  elif [ -d "$work/mutants.out" ]; then
+    iterate=(--iterate)
+    rm -f "$out/retest.txt"
+  fi
   if [ -d "$out/plain" ]; then mv "$out/plain" "$out/plain-$(date +%s)"; fi
   PROPTEST_CASES="${PROPTEST_CASES:-64}" AGENT_SESSIONS_VFS_CASES="${AGENT_SESSIONS_VFS_CASES:-8}" \
     cargo mutants -j 1 "${iterate[@]}" \
@@ -92,12 +105,16 @@ echo "==> summary ($out/summary.txt)"
 python3 - "$out" <<'EOF' | tee "$out/summary.txt"
 import collections, glob, os, sys
 out = sys.argv[1]
+def lines(path):
+    return set(open(path).read().splitlines()) if os.path.exists(path) else None
+# A retest names its mutants by regex, which can match a few more than asked: count only those.
+asked = lines(os.path.join(out, "retest.txt"))
+latest = os.path.join(out, "plain")
 def read(run, kind):
-    p = os.path.join(run, kind + ".txt")
-    return set(open(p).read().splitlines()) if os.path.exists(p) else set()
+    found = lines(os.path.join(run, kind + ".txt")) or set()
+    return found & asked if asked is not None and run == latest else found
 # Every run counts for what it caught; the newest plain run decides what is still missed.
 runs = sorted(glob.glob(os.path.join(out, "loom")) + glob.glob(os.path.join(out, "plain*")))
-latest = os.path.join(out, "plain")
 caught = set().union(*(read(r, "caught") for r in runs))
 unviable = set().union(*(read(r, "unviable") for r in runs)) - caught
 missed = read(latest, "missed") - caught - unviable
