@@ -13,7 +13,7 @@
 //!    SDK's `SQLAlchemySession` under the same workload (`benches/python/sqlalchemy_load.py`).
 //!
 //! `BENCH_WRITERS` (default 1) and `BENCH_POOL_READERS` (default 2) set the store's writer
-//! connections and readers per writer.
+//! connections and its readers (shared by the writers).
 //!
 //! The server's own settings apply (`synchronous_commit` on: the store runs at `Full`). Compare
 //! the ratios printed at the end: the machine is shared, absolute figures are noise.
