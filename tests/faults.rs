@@ -174,3 +174,46 @@ fn a_rolled_back_group_whose_next_begin_fails_answers_every_request() {
     h.wait_closed();
     assert_eq!(engine.stats.open_now(), 0);
 }
+
+/// A pool whose reader cannot open fails to open and leaves nothing behind (the writer it had
+/// started is closed and joined); a pool dropped without a close shuts down all the same (I3).
+#[test]
+fn a_pool_that_fails_to_open_or_is_dropped_leaves_no_connection_open() {
+    use std::sync::atomic::Ordering;
+    let engine = ModelEngine::new();
+    engine.stats.fail_reader_opens.store(true, Ordering::SeqCst);
+    let config = PoolConfig {
+        readers: 1,
+        ..PoolConfig::default()
+    };
+    let Err(err) = Pool::open(engine.clone(), config) else {
+        panic!("a pool whose reader cannot open opened");
+    };
+    assert!(
+        format!("{err:?}").contains("injected open failure"),
+        "{err:?}"
+    );
+    assert_eq!(
+        engine.stats.opened.load(Ordering::SeqCst),
+        1,
+        "the writer opened"
+    );
+    assert_eq!(
+        engine.stats.open_now(),
+        0,
+        "the writer of a failed open was left open"
+    );
+
+    engine
+        .stats
+        .fail_reader_opens
+        .store(false, Ordering::SeqCst);
+    let pool = Pool::open(engine.clone(), config).unwrap();
+    assert_eq!(engine.stats.open_now(), 2);
+    drop(pool);
+    assert_eq!(
+        engine.stats.open_now(),
+        0,
+        "a dropped pool left connections open"
+    );
+}

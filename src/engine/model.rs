@@ -75,6 +75,8 @@ pub struct ModelStats {
     pub fail_begins: AtomicUsize,
     /// An [`aborting_item`]'s request also makes the BEGIN after it fail.
     pub abort_fails_next_begin: AtomicBool,
+    /// Reader connections fail to open.
+    pub fail_reader_opens: AtomicBool,
 }
 
 impl ModelStats {
@@ -108,7 +110,10 @@ impl Engine for ModelEngine {
     type Ctx = ();
     type Conn = ModelConn;
 
-    fn open(&self, _role: Role) -> Result<ModelConn> {
+    fn open(&self, role: Role) -> Result<ModelConn> {
+        if matches!(role, Role::Reader(_)) && self.stats.fail_reader_opens.load(Ordering::SeqCst) {
+            return Err(Error::Io("injected open failure".into()));
+        }
         self.stats.opened.fetch_add(1, Ordering::SeqCst);
         let now = self.stats.open_now();
         self.stats.peak_open.fetch_max(now, Ordering::SeqCst);
