@@ -217,3 +217,48 @@ fn a_pool_that_fails_to_open_or_is_dropped_leaves_no_connection_open() {
         "a dropped pool left connections open"
     );
 }
+
+/// A writer that dies with requests still queued behind its group: every one of them is told
+/// `Closed` (the queue is abandoned), none hangs; the registry then refuses the dead pool with
+/// an error that says so, and counts it until its last handle is gone (I4, I14).
+#[test]
+fn a_dead_writer_abandons_its_queue_and_the_registry_refuses_its_pool() {
+    use agent_sessions::hooks::registry::Registry;
+    use std::sync::atomic::Ordering;
+    let engine = ModelEngine::new();
+    let registry = Arc::new(Registry::new());
+    let key = PathBuf::from("dead.db");
+    let open = || {
+        let engine = engine.clone();
+        move || {
+            Pool::open(
+                engine,
+                PoolConfig {
+                    readers: 0,
+                    batch_max: 1,
+                    ..PoolConfig::default()
+                },
+            )
+        }
+    };
+    let h = Handle::acquire(&registry, key.clone(), (), open(), |_| Ok(())).unwrap();
+    assert_eq!((registry.len(), registry.is_empty()), (1, false));
+    h.pool().hold_writer(true);
+    let replies: Vec<_> = (0..4).map(|i| h.submit(add(json!(i))).unwrap()).collect();
+    engine.stats.panic_commits.store(1, Ordering::SeqCst);
+    h.pool().hold_writer(false);
+    for rx in replies {
+        assert_eq!(rx.wait(), Err(Error::Closed));
+    }
+    let refused = Handle::acquire(&registry, key.clone(), (), open(), |_| Ok(()));
+    match refused {
+        Err(e) => assert!(format!("{e}").contains("died"), "{e}"),
+        Ok(_) => panic!("the registry handed out a dead pool"),
+    }
+    assert_eq!(
+        registry.len(),
+        1,
+        "the dead pool is counted until its handle goes"
+    );
+    h.close();
+}
