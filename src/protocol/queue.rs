@@ -440,6 +440,27 @@ mod tests {
             second.poll(&q).is_pending(),
             "the first request's bytes were not counted"
         );
+        // Taking a request frees its bytes, no more and no less: room for exactly one more.
+        let q = Queue::<()>::new(8, 2 * one + one / 2);
+        q.push(request()).unwrap();
+        q.push(request()).unwrap();
+        let mut out = Vec::new();
+        assert!(q.pop_batch(1, &mut out));
+        let mut third = Waiting {
+            req: Some(request()),
+            ticket: None,
+            count: Default::default(),
+        };
+        assert!(
+            third.poll(&q).is_ready(),
+            "a taken request's bytes were not freed"
+        );
+        let mut fourth = Waiting {
+            req: Some(request()),
+            ticket: None,
+            count: Default::default(),
+        };
+        assert!(fourth.poll(&q).is_pending(), "more bytes freed than taken");
         // The same after a blocking push.
         let q = Queue::<()>::new(8, one + one / 2);
         q.push(request()).unwrap();
