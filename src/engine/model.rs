@@ -4,7 +4,8 @@
 //!
 //! Its fake connections check the protocol from the inside: the engine counts opens, closes and
 //! the most connections ever open at once (I2, I3), and chosen requests or commits can be made to
-//! fail or panic (I6, I15). I1 holds by construction — each connection is moved into its thread
+//! fail or panic, a request can take its whole transaction with it (as SQLite does on a full
+//! disk), and BEGINs or reader opens can fail (I4, I6, I15). I1 holds by construction — each connection is moved into its thread
 //! and used through `&mut` — so the probe each method enters ([`UseProbe`]) is a tripwire for a
 //! future change that shares one; the loom negative controls show it fires when shared.
 
