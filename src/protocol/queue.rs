@@ -344,6 +344,13 @@ mod tests {
     }
 
     impl Waiting {
+        fn new() -> Self {
+            Waiting {
+                req: Some(request()),
+                ticket: None,
+                count: Default::default(),
+            }
+        }
         fn poll(&mut self, q: &Queue<()>) -> Poll<Result<()>> {
             let waker = self.count.waker();
             q.poll_push(
@@ -361,13 +368,7 @@ mod tests {
     fn a_freed_slot_wakes_one_waiter_oldest_first_and_a_cancelled_one_passes_it_on() {
         let q = Queue::<()>::new(1, usize::MAX);
         q.push(request()).unwrap();
-        let mut waiting: Vec<Waiting> = (0..4)
-            .map(|_| Waiting {
-                req: Some(request()),
-                ticket: None,
-                count: Default::default(),
-            })
-            .collect();
+        let mut waiting: Vec<Waiting> = (0..4).map(|_| Waiting::new()).collect();
         for w in &mut waiting {
             assert!(w.poll(&q).is_pending());
             // Polled again while waiting: keeps its one place in line.
@@ -406,11 +407,7 @@ mod tests {
     fn an_async_waiter_is_woken_through_its_latest_waker_and_its_bytes_count() {
         let q = Queue::<()>::new(1, usize::MAX);
         q.push(request()).unwrap();
-        let mut w = Waiting {
-            req: Some(request()),
-            ticket: None,
-            count: Default::default(),
-        };
+        let mut w = Waiting::new();
         assert!(w.poll(&q).is_pending());
         let old = std::mem::take(&mut w.count);
         assert!(w.poll(&q).is_pending());
@@ -425,17 +422,9 @@ mod tests {
         // One request fits the byte bound, two do not (an empty queue takes any one).
         let one = request().bytes;
         let q = Queue::<()>::new(8, one + one / 2);
-        let mut first = Waiting {
-            req: Some(request()),
-            ticket: None,
-            count: Default::default(),
-        };
+        let mut first = Waiting::new();
         assert!(first.poll(&q).is_ready());
-        let mut second = Waiting {
-            req: Some(request()),
-            ticket: None,
-            count: Default::default(),
-        };
+        let mut second = Waiting::new();
         assert!(
             second.poll(&q).is_pending(),
             "the first request's bytes were not counted"
@@ -446,20 +435,12 @@ mod tests {
         q.push(request()).unwrap();
         let mut out = Vec::new();
         assert!(q.pop_batch(1, &mut out));
-        let mut third = Waiting {
-            req: Some(request()),
-            ticket: None,
-            count: Default::default(),
-        };
+        let mut third = Waiting::new();
         assert!(
             third.poll(&q).is_ready(),
             "a taken request's bytes were not freed"
         );
-        let mut fourth = Waiting {
-            req: Some(request()),
-            ticket: None,
-            count: Default::default(),
-        };
+        let mut fourth = Waiting::new();
         assert!(fourth.poll(&q).is_pending(), "more bytes freed than taken");
         // The same after a blocking push.
         let q = Queue::<()>::new(8, one + one / 2);
