@@ -846,14 +846,7 @@ impl World<'_> {
                     } else {
                         let mut s = st.clone();
                         Self::commit(&mut s, xid);
-                        s.py[p] = Py::Done;
-                        s.clock += 1;
-                        s.replies[a] = Reply::Done {
-                            inv: 0,
-                            resp: s.clock,
-                            verdict: Verdict::Ok,
-                            own: Own::Ok(Out::Done),
-                        };
+                        Self::py_done(&mut s, p, a, Verdict::Ok, Own::Ok(Out::Done));
                         out.push((format!("python {p}: COMMIT"), s));
                     }
                 }
@@ -886,13 +879,18 @@ impl World<'_> {
     }
 
     fn py_fail(&self, st: &mut State, p: usize, a: usize) {
+        Self::py_done(st, p, a, Verdict::Failed, Own::Failed);
+    }
+
+    /// The Python writer `p` is finished, its answer `a` given now.
+    fn py_done(st: &mut State, p: usize, a: usize, verdict: Verdict, own: Own) {
         st.py[p] = Py::Done;
         st.clock += 1;
         st.replies[a] = Reply::Done {
             inv: 0,
             resp: st.clock,
-            verdict: Verdict::Failed,
-            own: Own::Failed,
+            verdict,
+            own,
         };
     }
 
