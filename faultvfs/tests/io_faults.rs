@@ -194,6 +194,10 @@ fn property(steps: impl Strategy<Value = Vec<S>>, durability: Durability, n: u32
     // the default case count; a run told to do fewer (e.g. mutation testing's quick passes)
     // checks its properties only, or chance would decide its verdict.
     if cases(n) < n {
+        eprintln!(
+            "{what}: {} cases (< {n}): the coverage self-check is skipped",
+            cases(n)
+        );
         return;
     }
     for (kind, n) in &fired {
