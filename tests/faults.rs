@@ -1,6 +1,7 @@
 //! Faults that are not bad data (SPEC §10): another connection holding the write lock (wait up
-//! to the busy timeout, then `Busy`), a request that panics (fails alone, I15), and a writer
-//! thread that dies (its callers get `Closed` instead of hanging, I4).
+//! to the busy timeout, then `Busy`), a request that panics (fails alone, I15), a writer
+//! thread that dies (its callers get `Closed` instead of hanging, I4), a pool open that panics
+//! (the file stays free, I14) and a COMMIT that fails with its transaction open (rolled back).
 
 use std::path::PathBuf;
 
@@ -261,4 +262,80 @@ fn a_dead_writer_abandons_its_queue_and_the_registry_refuses_its_pool() {
         "the dead pool is counted until its handle goes"
     );
     h.close();
+}
+
+/// An open that panics (a bug in an engine's open, say) leaves the file free rather than
+/// `Opening` forever: the panic reaches its caller, the registry counts nothing, and the next
+/// opener of the file opens a pool (I14).
+#[test]
+fn a_panicking_open_leaves_the_file_free_for_the_next_opener() {
+    use agent_sessions::hooks::registry::Registry;
+    let engine = ModelEngine::new();
+    let registry = Arc::new(Registry::new());
+    let key = PathBuf::from("panics.db");
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        registry.acquire(&key, || panic!("open panicked"), |_| Ok(()))
+    }));
+    assert!(
+        panicked.is_err(),
+        "the open's panic did not reach its caller"
+    );
+    assert!(
+        registry.is_empty(),
+        "a panicking open left the file registered"
+    );
+    let pool = registry
+        .acquire(
+            &key,
+            || Pool::open(engine.clone(), PoolConfig::default()),
+            |_| Ok(()),
+        )
+        .unwrap();
+    assert_eq!(registry.len(), 1);
+    let closed = pool.closed_latch();
+    Registry::release(&registry, &key);
+    closed.wait();
+    assert_eq!(engine.stats.open_now(), 0);
+}
+
+/// A group whose COMMIT fails with its transaction still open (here the deferred `updated_at`
+/// touch, refused by a trigger the way a full disk or a constraint would refuse it) is rolled
+/// back: its callers get the error, nothing of it is stored, the write lock is given up (another
+/// connection takes it at once) and the next group commits.
+#[test]
+fn a_group_whose_commit_fails_is_rolled_back_and_the_next_one_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("commit.db");
+    let store = Store::open(&path).unwrap();
+    let ok = store.session("ok").blocking();
+    ok.add_items(vec![json!(0)]).unwrap();
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other
+        .execute_batch(
+            "CREATE TRIGGER refuse_touch BEFORE UPDATE ON agent_sessions \
+             WHEN OLD.session_id = 'doomed' BEGIN SELECT RAISE(ABORT, 'touch refused'); END",
+        )
+        .unwrap();
+
+    let doomed = store.session("doomed").blocking();
+    let err = doomed.add_items(vec![json!("lost")]).unwrap_err();
+    assert!(err.to_string().contains("touch refused"), "{err}");
+    // The writer holds no transaction: the lock is free without waiting.
+    other.busy_timeout(Duration::ZERO).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE; COMMIT").unwrap();
+
+    ok.add_items(vec![json!(1)]).unwrap();
+    assert_eq!(ok.get_items(None).unwrap(), vec![json!(0), json!(1)]);
+    assert_eq!(
+        doomed.get_items(None).unwrap(),
+        Vec::<serde_json::Value>::new()
+    );
+    let sessions: i64 = other
+        .query_row(
+            "SELECT count(*) FROM agent_sessions WHERE session_id = 'doomed'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(sessions, 0, "the failed group's session row was kept");
 }

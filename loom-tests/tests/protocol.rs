@@ -635,6 +635,48 @@ fn loom_woken_then_cancelled_submitter_passes_the_wake_up_on() {
     );
 }
 
+/// I4 with several blocking submitters in line: two submitters block on a full queue (capacity
+/// 1, the writer held), each on its own condvar; the writer, released, frees one slot per
+/// request it takes and wakes one waiter per slot, oldest first. Both get in and are served
+/// exactly once. (Verified by mutation: a `push` that takes another submitter's place in line
+/// for its own — `Arc::ptr_eq` always true — never lines up behind it, and nobody wakes it:
+/// loom reports the deadlock.)
+fn two_blocking_submitters_wait_in_line() {
+    let (engine, h, accepted) = held_full_queue();
+    let blocked: Vec<_> = ["first", "second"]
+        .into_iter()
+        .map(|name| {
+            let h = h.clone();
+            thread::spawn(move || h.call_blocking(add("s", json!(name))))
+        })
+        .collect();
+    h.pool().hold_writer(false);
+    assert_eq!(accepted.wait(), Ok(Outcome::Done));
+    for b in blocked {
+        assert_eq!(b.join().unwrap(), Ok(Outcome::Done));
+    }
+    h.close();
+    h.wait_closed();
+    let mut stored = engine.snapshot().rows("s");
+    stored.sort_by_key(|v| v.as_ref().map(|v| v.to_string()));
+    assert_eq!(
+        stored,
+        vec![
+            Some(json!("accepted")),
+            Some(json!("first")),
+            Some(json!("second"))
+        ]
+    );
+}
+
+#[test]
+fn loom_two_blocking_submitters_wait_in_line() {
+    model(
+        "two_blocking_submitters_wait_in_line",
+        two_blocking_submitters_wait_in_line,
+    );
+}
+
 /// I14: an opener whose settings check fails, racing the last close of the file: it gets its
 /// error and counts no handle, so the close still releases the pool — the registry ends empty
 /// and nothing is open. (Verified by mutation: counting the handle before the check keeps the

@@ -148,6 +148,10 @@ impl<C> Queue<C> {
                 .get_or_insert_with(|| Arc::new(Condvar::new()))
                 .clone();
             // Woken (taken out of the line) but beaten to the slot, or first time: line up.
+            // Every wake-up takes the waiter out of the line first, and neither parking_lot's
+            // condvar nor loom's wakes spuriously, so today this always lines up; the check
+            // keeps a condvar that may wake spuriously (std's) from lining one submitter up
+            // twice, which would spend a freed slot's wake-up on nobody.
             let in_line = st
                 .space_waiters
                 .iter()

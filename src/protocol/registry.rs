@@ -145,8 +145,8 @@ impl<K: Key, E: Engine> Registry<K, E> {
     }
 }
 
-/// Frees a key that is `Opening` or `Closing` and wakes its waiters: when the transition ends,
-/// and also if it unwinds (a panicking open or shutdown must not leave waiters blocked forever).
+/// Frees a key left `Opening` by an open that unwinds, and wakes its waiters (a panicking open
+/// must not leave them blocked forever); forgotten once the open returns.
 struct Vacate<'a, K: Key, E: Engine>(&'a Registry<K, E>, &'a K);
 
 impl<K: Key, E: Engine> Drop for Vacate<'_, K, E> {
