@@ -6,26 +6,30 @@
 #
 # Usage: scripts/mutants.sh [FILE ...]     e.g. scripts/mutants.sh src/protocol/reply.rs
 #   Without FILEs: every file of the library and the model.
-#   PROPTEST_CASES (default 64) sets the property tests' case count, AGENT_SESSIONS_VFS_CASES
+#   PROPTEST_CASES (default 64; pass 3: each test's own) sets the property tests' case count, AGENT_SESSIONS_VFS_CASES
 #   (default 8) the VFS suites'.
 #   MUTANTS_SHARD=k/n tests every n-th mutant only (round robin: a deterministic sample across
 #   all the files), e.g. 1/10.
 #   MUTANTS_OUT (default target/mutants) is where results go.
-#   MUTANTS_PASSES (default "loom plain") runs only the passes named; "plain" alone after a
+#   MUTANTS_PASSES (default "loom plain pg") runs only the passes named; "plain" alone after a
 #   "loom" run goes on from its results.
-#   MUTANTS_RETEST=1 runs the plain pass on exactly the mutants the last plain pass in
+#   MUTANTS_RETEST=1 runs the plain pass (only, unless MUTANTS_PASSES says) on exactly the mutants the last plain pass in
 #   MUTANTS_OUT left missed or timed out (after new tests went in; a sample stays the sample).
 #
-# Two passes, per mutant:
+# Three passes, per mutant:
 #   1. loom — files under src/protocol/ only: the mutant built with `--cfg agent_sessions_loom`
 #      and the loom scenarios run against it (release, LOOM_MAX_PREEMPTIONS=2; ~15 s a mutant).
 #   2. plain — every mutant pass 1 did not catch (`--iterate`): the library's unit and
 #      integration tests, the property tests and the fault-injecting VFS suites (8 cases a
 #      property: AGENT_SESSIONS_VFS_CASES) (`--tests`: the doc examples are left to the
-#      ordinary test command, as are the Python interop tests; the PostgreSQL engine's files are
-#      not compiled without the `postgres` feature and its tests need a server: leave
-#      src/engine/postgres/ out, or its mutants show up as missed).
-# Results: $MUTANTS_OUT/{loom,plain}/mutants.out/ (cargo-mutants' caught.txt, missed.txt,
+#      ordinary test command, as are the Python interop tests). Files under src/engine/postgres/
+#      are left to pass 3.
+#   3. pg — files under src/engine/postgres/ only: built with the `postgres` feature and tested
+#      against a throwaway PostgreSQL cluster the script starts (scripts/pg-cluster.sh) and
+#      stops: the library's unit tests, its PostgreSQL suites (tests/postgres.rs,
+#      tests/postgres_crash.rs) and the property tests' PostgreSQL targets (the SQLite targets and
+#      the negative controls skipped: they test no PostgreSQL code).
+# Results: $MUTANTS_OUT/{loom,plain,pg}/ (cargo-mutants' caught.txt, missed.txt,
 # unviable.txt, timeout.txt) and a per-file summary (summary.txt): a mutant caught by either pass
 # is caught.
 set -euo pipefail
@@ -51,10 +55,18 @@ for f in "${files[@]}"; do
   case "$f" in src/protocol/*) loom_args+=(--file "$f") ;; esac
 done
 plain_args=()
-for f in "${files[@]}"; do plain_args+=(--file "$f"); done
+pg_args=()
+for f in "${files[@]}"; do
+  case "$f" in
+    src/engine/postgres/*) pg_args+=(--file "$f") ;;
+    *) plain_args+=(--file "$f") ;;
+  esac
+done
 
 # Both passes share one scratch output dir so the second can skip what the first caught.
-passes="${MUTANTS_PASSES:-loom plain}"
+default_passes="loom plain pg"
+if [ -n "${MUTANTS_RETEST:-}" ]; then default_passes=plain; fi
+passes="${MUTANTS_PASSES:-$default_passes}"
 work="$out/work"
 if [[ " $passes " == *" loom "* ]]; then
   rm -rf "$work" "$out/loom" "$out/plain"
@@ -73,32 +85,62 @@ if [[ " $passes " == *" loom "* ]] && [ ${#loom_args[@]} -gt 0 ]; then
   cp -r "$work/mutants.out" "$out/loom"
 fi
 
-if [[ " $passes " == *" plain "* ]]; then
+if [[ " $passes " == *" plain "* ]] && [ ${#plain_args[@]} -gt 0 ]; then
   echo "==> pass 2: the ordinary suites against $(( ${#plain_args[@]} / 2 )) file(s)"
   # After a loom pass, or a plain pass run before (e.g. to retest survivors once new tests
   # are in), only what is still missed or timed out is tested again.
   iterate=()
+  plain_shard=("${shard[@]}")
   if [ -n "${MUTANTS_RETEST:-}" ]; then
     # Each survivor by its exact name (file, line, column and change).
     cat "$out/plain/missed.txt" "$out/plain/timeout.txt" 2>/dev/null >"$out/retest.txt" || true
     mapfile -t iterate < <(python3 -c 'import re, sys
 for name in sys.stdin.read().splitlines():
     print("--re"); print("^" + re.escape(name) + "$")' <"$out/retest.txt")
-    shard=()
-    if [ ${#iterate[@]} -eq 0 ]; then echo "nothing to retest"; exit 0; fi
+    plain_shard=()
   elif [ -d "$work/mutants.out" ]; then
     iterate=(--iterate)
     rm -f "$out/retest.txt"
   fi
-  if [ -d "$out/plain" ]; then mv "$out/plain" "$out/plain-$(date +%s)"; fi
-  PROPTEST_CASES="${PROPTEST_CASES:-64}" AGENT_SESSIONS_VFS_CASES="${AGENT_SESSIONS_VFS_CASES:-8}" \
-    cargo mutants -j 1 "${iterate[@]}" \
-    --output "$work" "${plain_args[@]}" "${shard[@]}" \
-    --package agent-sessions --package agent-sessions-model \
-    --test-package agent-sessions --test-package agent-sessions-model --test-package proptests \
-    --test-package faultvfs \
-    --cargo-test-arg=--tests -- -- --skip interop || true
-  cp -r "$work/mutants.out" "$out/plain"
+  if [ -n "${MUTANTS_RETEST:-}" ] && [ ${#iterate[@]} -eq 0 ]; then
+    echo "nothing to retest"
+  else
+    if [ -d "$out/plain" ]; then mv "$out/plain" "$out/plain-$(date +%s)"; fi
+    PROPTEST_CASES="${PROPTEST_CASES:-64}" AGENT_SESSIONS_VFS_CASES="${AGENT_SESSIONS_VFS_CASES:-8}" \
+      cargo mutants -j 1 "${iterate[@]}" \
+      --output "$work" "${plain_args[@]}" "${plain_shard[@]}" \
+      --package agent-sessions --package agent-sessions-model \
+      --test-package agent-sessions --test-package agent-sessions-model --test-package proptests \
+      --test-package faultvfs \
+      --cargo-test-arg=--tests -- -- --skip interop || true
+    cp -r "$work/mutants.out" "$out/plain"
+  fi
+fi
+
+if [[ " $passes " == *" pg "* ]] && [ ${#pg_args[@]} -gt 0 ]; then
+  echo "==> pass 3: the PostgreSQL suites against $(( ${#pg_args[@]} / 2 )) file(s)"
+  # shellcheck source=scripts/pg-cluster.sh
+  . scripts/pg-cluster.sh
+  trap pg_cluster_stop EXIT
+  pg_cluster_start
+  rm -rf "$out/pg" "$out/pg-work"
+  # The property tests at their own case counts (PROPTEST_CASES only if set).
+  pg_tests=(--lib --test=postgres --test=postgres_crash --test=state_machine
+    --test=advanced_state_machine --test=linearizability --test=advanced_rules)
+  pg_skips=(--skip negative --skip file_store --skip memory_store --skip full_database
+    --skip concurrent_histories_are_linearizable --skip advanced_histories)
+  # cargo-mutants' own baseline tests the mutated package alone, where the property tests'
+  # targets do not exist: the same command, unmutated, is the baseline instead (it must pass,
+  # or every mutant would count as caught).
+  echo "==> pass 3 baseline: the PostgreSQL suites, unmutated"
+  CI=true cargo test -p agent-sessions -p proptests --features postgres "${pg_tests[@]}" \
+    -- "${pg_skips[@]}"
+  CI=true cargo mutants -j 1 --output "$out/pg-work" "${pg_args[@]}" "${shard[@]}" \
+    --baseline skip --timeout 600 --build-timeout 1200 \
+    --package agent-sessions --features postgres \
+    --test-package agent-sessions --test-package proptests \
+    "${pg_tests[@]/#/--cargo-test-arg=}" -- -- "${pg_skips[@]}" || true
+  cp -r "$out/pg-work/mutants.out" "$out/pg"
 fi
 
 echo "==> summary ($out/summary.txt)"
@@ -113,12 +155,15 @@ latest = os.path.join(out, "plain")
 def read(run, kind):
     found = lines(os.path.join(run, kind + ".txt")) or set()
     return found & asked if asked is not None and run == latest else found
-# Every run counts for what it caught; the newest plain run decides what is still missed.
-runs = sorted(glob.glob(os.path.join(out, "loom")) + glob.glob(os.path.join(out, "plain*")))
+# Every run counts for what it caught; the newest plain run (and the pg run, whose files are
+# its own) decides what is still missed.
+runs = sorted(glob.glob(os.path.join(out, p)) for p in ("loom", "plain*", "pg"))
+runs = [r for group in runs for r in group]
 caught = set().union(*(read(r, "caught") for r in runs))
 unviable = set().union(*(read(r, "unviable") for r in runs)) - caught
-missed = read(latest, "missed") - caught - unviable
-timeout = read(latest, "timeout") - caught - unviable - missed
+deciding = [latest, os.path.join(out, "pg")]
+missed = set().union(*(read(r, "missed") for r in deciding)) - caught - unviable
+timeout = set().union(*(read(r, "timeout") for r in deciding)) - caught - unviable - missed
 rows = collections.defaultdict(lambda: [0, 0, 0, 0])
 for i, group in enumerate((caught, missed, unviable, timeout)):
     for m in group:

@@ -4,7 +4,8 @@
 //! What is checked here, beyond the shared state machines of `proptests/`: the SDK's bytes and
 //! order, DDL from many openers at once, bad input and bad URLs, lock timeouts as `Busy`, a
 //! connection killed while idle and during COMMIT (nothing lost, nothing doubled, the store
-//! reconnects). The server crash is in `postgres_crash.rs` (its own binary: it restarts the
+//! reconnects), the session advisory lock held before the rows, the structure tables' status
+//! and a branch delete as the server sees them. The server crash is in `postgres_crash.rs` (its own binary: it restarts the
 //! server under every other test).
 
 use std::sync::Arc;
@@ -403,5 +404,108 @@ fn several_writers_keep_each_sessions_order_and_lose_nothing() {
             .unwrap()
             .len(),
         800
+    );
+}
+
+/// A group takes its session's exclusive advisory lock (the one every writer of this crate
+/// honours, so groups of different hosts serialise per session) before it touches the session's
+/// rows: seen on the server while the group waits behind a Python-style writer holding the
+/// session row.
+#[test]
+fn a_group_holds_its_sessions_advisory_lock_before_its_rows() {
+    let (s, url) = schema("advisory");
+    let app = format!("advisory_{s}");
+    let store = Store::builder(format!("{url}&application_name={app}"))
+        .busy_timeout(Duration::from_secs(60))
+        .open()
+        .unwrap();
+    let session = store.session("held").blocking();
+    session.add_items(vec![json!(1)]).unwrap();
+    let mut holder = client();
+    holder
+        .batch_execute(&format!("SET search_path = {s}; BEGIN"))
+        .unwrap();
+    holder
+        .execute(
+            "SELECT 1 FROM agent_sessions WHERE session_id = 'held' FOR UPDATE",
+            &[],
+        )
+        .unwrap();
+    let writer = {
+        let session = session.clone();
+        std::thread::spawn(move || session.add_items(vec![json!(2)]))
+    };
+    let count = |granted: bool, extra: &str| -> i64 {
+        client()
+            .query_one(
+                &format!(
+                    "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) \
+                     WHERE a.application_name = $1 AND l.granted = $2 {extra}"
+                ),
+                &[&app, &granted],
+            )
+            .unwrap()
+            .get(0)
+    };
+    // Bounded only so that a regression fails instead of hanging; no time is asserted.
+    let deadline = Instant::now() + Duration::from_secs(50);
+    while count(false, "") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the group never waited for the held row"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let advisory = count(
+        true,
+        "AND l.locktype = 'advisory' AND l.mode = 'ExclusiveLock'",
+    );
+    holder.batch_execute("COMMIT").unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(
+        advisory >= 1,
+        "the group waited for the session row without holding the session's advisory lock"
+    );
+    assert_eq!(session.get_items(None).unwrap(), [json!(1), json!(2)]);
+}
+
+/// The structure tables as an opener finds them (missing, then owned once created), and a
+/// deleted branch: its structure rows are gone from the server, the main branch's are kept.
+#[test]
+fn structure_status_and_branch_deletes_on_the_server() {
+    use agent_sessions::StructureStatus;
+    let (s, url) = schema("structure");
+    let plain = Store::builder(url.as_str()).open().unwrap();
+    plain
+        .session("a")
+        .blocking()
+        .add_items(vec![json!(0)])
+        .unwrap();
+    assert_eq!(plain.structure_status().unwrap(), StructureStatus::Missing);
+    plain.close();
+    let store = Store::builder(url.as_str())
+        .create_structure_tables(true)
+        .open()
+        .unwrap();
+    assert_eq!(store.structure_status().unwrap(), StructureStatus::Owned);
+    let adv = store.advanced_session("b").unwrap().blocking();
+    let user = |text: &str| json!({"role": "user", "content": text});
+    adv.add_items(vec![user("one"), user("two")]).unwrap();
+    adv.create_branch_from_turn(2, Some("side")).unwrap();
+    adv.add_items(vec![user("side question")]).unwrap();
+    let on = |branch: &str| -> i64 {
+        rows(
+            &s,
+            &format!("SELECT count(*) FROM message_structure WHERE branch_id = '{branch}'"),
+        )[0]
+        .get(0)
+    };
+    assert_eq!((on("main"), on("side")), (2, 2));
+    adv.delete_branch("side", true).unwrap();
+    assert_eq!(adv.current_branch_id(), "main");
+    assert_eq!(
+        (on("main"), on("side")),
+        (2, 0),
+        "the deleted branch's rows"
     );
 }
