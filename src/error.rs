@@ -401,6 +401,8 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(e.source().is_some());
+        // Debug output carries the driver's own error, for bug reports.
+        assert!(format!("{e:?}").contains("SqliteFailure"), "{e:?}");
         assert_eq!(e.kind(), ErrorKind::Database);
         assert!(!e.is_retryable());
         let clone = e.clone();

@@ -156,6 +156,10 @@ fn descriptors_stay_flat_and_close_releases_everything() {
         handles[0].session("s0").blocking().get_items(None),
         Err(Error::Closed)
     );
+    assert!(matches!(
+        handles[0].advanced_session("a"),
+        Err(Error::Closed)
+    ));
     drop(handles);
 
     // Dropping (not closing) the last handle releases the pool too.

@@ -72,7 +72,7 @@ impl Store {
     /// # Ok(()) }
     /// ```
     pub fn advanced_session(&self, session_id: impl Into<String>) -> Result<AdvancedSqliteSession> {
-        if !self.is_closed() && !self.structure_known() {
+        if !self.structure_known() {
             self.structure_checked(self.structure_status()?)?;
         }
         self.new_advanced(session_id.into())
@@ -83,7 +83,7 @@ impl Store {
         &self,
         session_id: impl Into<String>,
     ) -> Result<AdvancedSqliteSession> {
-        if !self.is_closed() && !self.structure_known() {
+        if !self.structure_known() {
             self.structure_checked(self.structure_status_async().await?)?;
         }
         self.new_advanced(session_id.into())
