@@ -6,15 +6,16 @@
 #
 # Usage: scripts/mutants.sh [FILE ...]     e.g. scripts/mutants.sh src/protocol/reply.rs
 #   Without FILEs: every file of the library and the model.
-#   PROPTEST_CASES (default 64; pass 3: each test's own) sets the property tests' case count, AGENT_SESSIONS_VFS_CASES
-#   (default 8) the VFS suites'.
+#   PROPTEST_CASES (default 64; in pass 3 each test's own) sets the property tests' case count,
+#   AGENT_SESSIONS_VFS_CASES (default 8) the VFS suites'.
 #   MUTANTS_SHARD=k/n tests every n-th mutant only (round robin: a deterministic sample across
 #   all the files), e.g. 1/10.
 #   MUTANTS_OUT (default target/mutants) is where results go.
 #   MUTANTS_PASSES (default "loom plain pg") runs only the passes named; "plain" alone after a
 #   "loom" run goes on from its results.
-#   MUTANTS_RETEST=1 runs the plain pass (only, unless MUTANTS_PASSES says) on exactly the mutants the last plain pass in
-#   MUTANTS_OUT left missed or timed out (after new tests went in; a sample stays the sample).
+#   MUTANTS_RETEST=1 runs the plain pass (alone, unless MUTANTS_PASSES says otherwise) on exactly
+#   the mutants the last plain pass in MUTANTS_OUT left missed or timed out (after new tests went
+#   in; a sample stays the sample).
 #
 # Three passes, per mutant:
 #   1. loom — files under src/protocol/ only: the mutant built with `--cfg agent_sessions_loom`
@@ -30,7 +31,7 @@
 #      tests/postgres_crash.rs) and the property tests' PostgreSQL targets (the SQLite targets and
 #      the negative controls skipped: they test no PostgreSQL code).
 # Results: $MUTANTS_OUT/{loom,plain,pg}/ (cargo-mutants' caught.txt, missed.txt,
-# unviable.txt, timeout.txt) and a per-file summary (summary.txt): a mutant caught by either pass
+# unviable.txt, timeout.txt) and a per-file summary (summary.txt): a mutant caught by any pass
 # is caught.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,7 +64,8 @@ for f in "${files[@]}"; do
   esac
 done
 
-# Both passes share one scratch output dir so the second can skip what the first caught.
+# The loom and plain passes share one scratch output dir so the second can skip what the first
+# caught.
 default_passes="loom plain pg"
 if [ -n "${MUTANTS_RETEST:-}" ]; then default_passes=plain; fi
 passes="${MUTANTS_PASSES:-$default_passes}"
@@ -131,7 +133,7 @@ if [[ " $passes " == *" pg "* ]] && [ ${#pg_args[@]} -gt 0 ]; then
     --skip concurrent_histories_are_linearizable --skip advanced_histories)
   # cargo-mutants' own baseline tests the mutated package alone, where the property tests'
   # targets do not exist: the same command, unmutated, is the baseline instead (it must pass,
-  # or every mutant would count as caught).
+  # or every mutant would count as caught). Without a baseline the time limit is fixed.
   echo "==> pass 3 baseline: the PostgreSQL suites, unmutated"
   CI=true cargo test -p agent-sessions -p proptests --features postgres "${pg_tests[@]}" \
     -- "${pg_skips[@]}"
@@ -157,8 +159,7 @@ def read(run, kind):
     return found & asked if asked is not None and run == latest else found
 # Every run counts for what it caught; the newest plain run (and the pg run, whose files are
 # its own) decides what is still missed.
-runs = sorted(glob.glob(os.path.join(out, p)) for p in ("loom", "plain*", "pg"))
-runs = [r for group in runs for r in group]
+runs = [r for p in ("loom", "plain*", "pg") for r in sorted(glob.glob(os.path.join(out, p)))]
 caught = set().union(*(read(r, "caught") for r in runs))
 unviable = set().union(*(read(r, "unviable") for r in runs)) - caught
 deciding = [latest, os.path.join(out, "pg")]
