@@ -497,3 +497,66 @@ fn the_wal_is_checkpointed_into_the_database_as_it_grows() {
     assert!(wal <= 24 << 20, "the WAL grew to {wal} bytes");
     assert_eq!(s.get_items(None).unwrap().len(), 4_000);
 }
+
+/// Pruning by cut-off (SPEC §5.4) in both forms: a dry run lists the idle sessions and deletes
+/// nothing; a real one deletes them in batches of `PRUNE_BATCH` (more sessions than one batch
+/// here), lists each once, and leaves sessions updated after the cut-off alone.
+#[tokio::test(flavor = "current_thread")]
+async fn pruning_lists_then_deletes_every_idle_session_batch_by_batch() {
+    use agent_sessions::PRUNE_BATCH;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("prune.db");
+    let store = Store::open(&path).unwrap();
+    let idle = PRUNE_BATCH as usize + 5;
+    for i in 0..idle {
+        store
+            .session(format!("idle{i:03}"))
+            .add_items(vec![json!(i)])
+            .await
+            .unwrap();
+    }
+    // Behind the store's back, as time would: every session so far was last updated in 2001.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("UPDATE agent_sessions SET updated_at = '2001-01-01 00:00:00'")
+        .unwrap();
+    store
+        .session("fresh")
+        .add_items(vec![json!("kept")])
+        .await
+        .unwrap();
+    let cut = "2002-01-01 00:00:00";
+    let ids = |v: Vec<agent_sessions::SessionInfo>| -> Vec<String> {
+        let mut ids: Vec<String> = v.into_iter().map(|s| s.session_id).collect();
+        ids.sort();
+        ids
+    };
+    let want: Vec<String> = (0..idle).map(|i| format!("idle{i:03}")).collect();
+
+    assert_eq!(ids(store.prune_before(cut, true).await.unwrap()), want);
+    assert_eq!(
+        store.list_sessions().await.unwrap().len(),
+        idle + 1,
+        "a dry run deleted"
+    );
+    let blocking = store.clone();
+    let pruned = tokio::task::spawn_blocking(move || blocking.prune_before_blocking(cut, true))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ids(pruned), want, "the blocking dry run");
+
+    let blocking = store.clone();
+    let pruned = tokio::task::spawn_blocking(move || blocking.prune_before_blocking(cut, false))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ids(pruned), want);
+    let left = store.list_sessions().await.unwrap();
+    assert_eq!(ids(left), vec!["fresh".to_string()]);
+    assert!(store.prune_before(cut, false).await.unwrap().is_empty());
+    assert_eq!(
+        store.session("fresh").get_items(None).await.unwrap(),
+        vec![json!("kept")]
+    );
+}

@@ -151,6 +151,13 @@ mod tests {
             1_709_164_800,
             1_764_547_200,
             4_102_444_799,
+            // Past the first century of a 400-year era, where the century terms of the
+            // algorithm stop being zero.
+            4_102_444_800,
+            4_107_542_400,
+            7_258_118_400,
+            13_574_563_200,
+            253_402_300_799,
         ] {
             let sqlite: String = conn
                 .query_row("SELECT datetime(?1, 'unixepoch')", [secs as i64], |r| {
