@@ -1187,3 +1187,75 @@ fn a_pop_mix_without_unauthenticated_items_drains_alike() {
         );
     }
 }
+
+/// A session whose first pop is preceded by another writer's add: the race between the
+/// validating pop's check of the newest item and the pop itself, made deterministic.
+struct AddBeforeFirstPop {
+    inner: ModelSession,
+    before: std::sync::Mutex<Option<Value>>,
+}
+
+impl Session for AddBeforeFirstPop {
+    fn session_id(&self) -> &str {
+        self.inner.session_id()
+    }
+    fn get_items(
+        &self,
+        limit: Option<i64>,
+    ) -> agent_sessions::BoxFuture<'_, Result<Vec<Value>, Error>> {
+        self.inner.get_items(limit)
+    }
+    fn add_items(&self, items: Vec<Value>) -> agent_sessions::BoxFuture<'_, Result<(), Error>> {
+        self.inner.add_items(items)
+    }
+    fn pop_item(&self) -> agent_sessions::BoxFuture<'_, Result<Option<Value>, Error>> {
+        let foreign = self.before.lock().unwrap().take();
+        Box::pin(async move {
+            if let Some(item) = foreign {
+                self.inner.add_items(vec![item]).await?;
+            }
+            self.inner.pop_item().await
+        })
+    }
+    fn clear_session(&self) -> agent_sessions::BoxFuture<'_, Result<(), Error>> {
+        self.inner.clear_session()
+    }
+}
+
+/// The validating pop (`KeepUnauthenticated`, the SDK's rule over `SQLiteSession`) when another
+/// writer adds an envelope of another key between its check and its pop: the popped envelope
+/// is put back, the caller gets the error, and nothing is lost.
+#[test]
+fn a_foreign_envelope_added_during_a_validating_pop_is_put_back() {
+    let theirs_model = ModelSession::new("t");
+    let theirs = EncryptedSession::new(theirs_model.clone(), &key("theirs"));
+    block(theirs.add_items(vec![json!("theirs")])).unwrap();
+    let foreign = block(theirs_model.get_items(None)).unwrap().remove(0);
+
+    let model = ModelSession::new("s");
+    let racing = AddBeforeFirstPop {
+        inner: model.clone(),
+        before: std::sync::Mutex::new(Some(foreign.clone())),
+    };
+    let options = EncryptionOptions::new().pop_rule(PopRule::KeepUnauthenticated);
+    let mine = EncryptedSession::with_options(racing, &key(KEY), options);
+    block(mine.add_items(vec![json!("mine")])).unwrap();
+
+    let e = block(mine.pop_item()).unwrap_err();
+    assert!(
+        matches!(&e, Error::InvalidArgument(m) if m.contains("left stored")),
+        "{e:?}"
+    );
+    let stored = block(model.get_items(None)).unwrap();
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    assert_eq!(
+        text(&stored[1]),
+        text(&foreign),
+        "the foreign envelope, put back on top"
+    );
+    assert_items(
+        "mine, still readable",
+        &block(mine.get_items(None)).unwrap(),
+        &[json!("mine")],
+    );
+}
