@@ -11,13 +11,13 @@
 #   MUTANTS_SHARD=k/n tests every n-th mutant only (round robin: a deterministic sample across
 #   all the files), e.g. 1/10.
 #   MUTANTS_OUT (default target/mutants) is where results go.
-#   MUTANTS_PASSES (default "loom plain pg") runs only the passes named; "plain" alone after a
+#   MUTANTS_PASSES (default "loom plain pg mc") runs only the passes named; "plain" alone after a
 #   "loom" run goes on from its results.
 #   MUTANTS_RETEST=1 runs the plain pass (alone, unless MUTANTS_PASSES says otherwise) on exactly
 #   the mutants the last plain pass in MUTANTS_OUT left missed or timed out (after new tests went
 #   in; a sample stays the sample).
 #
-# Three passes, per mutant:
+# Four passes, per mutant:
 #   1. loom — files under src/protocol/ only: the mutant built with `--cfg agent_sessions_loom`
 #      and the loom scenarios run against it (release, LOOM_MAX_PREEMPTIONS=2; ~15 s a mutant).
 #   2. plain — every mutant pass 1 did not catch (`--iterate`): the library's unit and
@@ -30,7 +30,11 @@
 #      stops: the library's unit tests, its PostgreSQL suites (tests/postgres.rs,
 #      tests/postgres_crash.rs) and the property tests' PostgreSQL targets (the SQLite targets and
 #      the negative controls skipped: they test no PostgreSQL code).
-# Results: $MUTANTS_OUT/{loom,plain,pg}/ (cargo-mutants' caught.txt, missed.txt,
+#   4. mc — src/engine/postgres/decide.rs only (the multi-host rules as a pure state machine,
+#      shared by the engine and the model checker): the library's unit tests and the model
+#      checker (`mc`, about two minutes a run unoptimised), which explores those rules over every
+#      interleaving of hosts and faults.
+# Results: $MUTANTS_OUT/{loom,plain,pg,mc}/ (cargo-mutants' caught.txt, missed.txt,
 # unviable.txt, timeout.txt) and a per-file summary (summary.txt): a mutant caught by any pass
 # is caught.
 set -euo pipefail
@@ -57,8 +61,10 @@ for f in "${files[@]}"; do
 done
 plain_args=()
 pg_args=()
+mc_args=()
 for f in "${files[@]}"; do
   case "$f" in
+    src/engine/postgres/decide.rs) mc_args+=(--file "$f") ;;
     src/engine/postgres/*) pg_args+=(--file "$f") ;;
     *) plain_args+=(--file "$f") ;;
   esac
@@ -66,7 +72,7 @@ done
 
 # The loom and plain passes share one scratch output dir so the second can skip what the first
 # caught.
-default_passes="loom plain pg"
+default_passes="loom plain pg mc"
 if [ -n "${MUTANTS_RETEST:-}" ]; then default_passes=plain; fi
 passes="${MUTANTS_PASSES:-$default_passes}"
 work="$out/work"
@@ -145,6 +151,20 @@ if [[ " $passes " == *" pg "* ]] && [ ${#pg_args[@]} -gt 0 ]; then
   cp -r "$out/pg-work/mutants.out" "$out/pg"
 fi
 
+if [[ " $passes " == *" mc "* ]] && [ ${#mc_args[@]} -gt 0 ]; then
+  echo "==> pass 4: the model checker against the multi-host rules"
+  rm -rf "$out/mc" "$out/mc-work"
+  # As in pass 3: the model checker's tests are not the mutated package's, so the unmutated
+  # run is ours.
+  echo "==> pass 4 baseline: the unit tests and the model checker, unmutated"
+  cargo test -p agent-sessions -p mc --lib --test=check
+  cargo mutants -j 1 --output "$out/mc-work" "${mc_args[@]}" "${shard[@]}" \
+    --baseline skip --timeout 900 --build-timeout 1200 \
+    --package agent-sessions --test-package agent-sessions --test-package mc \
+    --cargo-test-arg=--lib --cargo-test-arg=--test=check || true
+  cp -r "$out/mc-work/mutants.out" "$out/mc"
+fi
+
 echo "==> summary ($out/summary.txt)"
 python3 - "$out" <<'EOF' | tee "$out/summary.txt"
 import collections, glob, os, sys
@@ -157,12 +177,12 @@ latest = os.path.join(out, "plain")
 def read(run, kind):
     found = lines(os.path.join(run, kind + ".txt")) or set()
     return found & asked if asked is not None and run == latest else found
-# Every run counts for what it caught; the newest plain run (and the pg run, whose files are
-# its own) decides what is still missed.
-runs = [r for p in ("loom", "plain*", "pg") for r in sorted(glob.glob(os.path.join(out, p)))]
+# Every run counts for what it caught; the newest plain run (and the pg and mc runs, whose files
+# are their own) decides what is still missed.
+runs = [r for p in ("loom", "plain*", "pg", "mc") for r in sorted(glob.glob(os.path.join(out, p)))]
 caught = set().union(*(read(r, "caught") for r in runs))
 unviable = set().union(*(read(r, "unviable") for r in runs)) - caught
-deciding = [latest, os.path.join(out, "pg")]
+deciding = [latest] + [os.path.join(out, p) for p in ("pg", "mc")]
 missed = set().union(*(read(r, "missed") for r in deciding)) - caught - unviable
 timeout = set().union(*(read(r, "timeout") for r in deciding)) - caught - unviable - missed
 rows = collections.defaultdict(lambda: [0, 0, 0, 0])
