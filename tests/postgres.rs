@@ -509,3 +509,30 @@ fn structure_status_and_branch_deletes_on_the_server() {
         "the deleted branch's rows"
     );
 }
+
+/// Every opener of one URL in a process joins one pool (as every opener of one SQLite file
+/// does): two stores, one writer and its readers on the server; closing one leaves the other
+/// working.
+#[test]
+fn openers_of_one_url_share_one_pool() {
+    let (_s, url) = schema("shared");
+    let app = format!("shared_{}", std::process::id());
+    let url = format!("{url}&application_name={app}");
+    let a = Store::open(url.as_str()).unwrap();
+    let b = Store::open(url.as_str()).unwrap();
+    a.session("s").blocking().add_items(vec![json!(1)]).unwrap();
+    b.session("s").blocking().add_items(vec![json!(2)]).unwrap();
+    let connections: i64 = client()
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+            &[&app],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(connections, 3, "one writer and two readers for both stores");
+    a.close();
+    assert_eq!(
+        b.session("s").blocking().get_items(None).unwrap(),
+        [json!(1), json!(2)]
+    );
+}

@@ -107,6 +107,18 @@ fn append_lock_sql(plan: &LockPlan<i64>, batch: &mut String) {
     }
 }
 
+/// PostgreSQL 13 or later (`server_version_num`): `pg_xact_status` settles a COMMIT whose answer
+/// was lost.
+fn supported_version(what: &str, version: i32) -> Result<()> {
+    if version < 130_000 {
+        return Err(Error::Schema(format!(
+            "{what} runs PostgreSQL {version}; agent-sessions needs 13 or later \
+             (pg_xact_status settles a COMMIT whose answer was lost)"
+        )));
+    }
+    Ok(())
+}
+
 /// Opens connections to one server URL.
 pub(crate) struct PgEngine {
     config: postgres::Config,
@@ -144,14 +156,7 @@ impl PgEngine {
             .query_one(sql::SCHEMA_AND_VERSION, &[])
             .map_err(Error::from)?;
         let schema: Option<String> = super::db::get(&row, 0)?;
-        let version: i32 = super::db::get(&row, 1)?;
-        if version < 130_000 {
-            return Err(Error::Schema(format!(
-                "{} runs PostgreSQL {version}; agent-sessions needs 13 or later \
-                 (pg_xact_status settles a COMMIT whose answer was lost)",
-                self.what
-            )));
-        }
+        supported_version(&self.what, super::db::get(&row, 1)?)?;
         let schema = schema.ok_or_else(|| {
             Error::Schema(format!(
                 "{}: no schema on the search_path exists (current_schema() is NULL)",
@@ -588,5 +593,19 @@ mod tests {
         assert_eq!(lock_key(&[]), 0xcbf2_9ce4_8422_2325_u64 as i64);
         assert_eq!(lock_key(&["a", "b"]), lock_key(&["a", "b"]));
         assert_ne!(lock_key(&["ab", ""]), lock_key(&["a", "b"]));
+    }
+
+    #[test]
+    fn servers_older_than_13_are_refused_with_their_version() {
+        for ok in [130_000, 130_014, 150_018, 170_000] {
+            assert_eq!(supported_version("db", ok), Ok(()), "{ok}");
+        }
+        for old in [90_624, 120_022, 129_999] {
+            let e = supported_version("db", old).unwrap_err();
+            assert!(
+                matches!(&e, Error::Schema(m) if m.contains(&old.to_string()) && m.contains("13")),
+                "{e:?}"
+            );
+        }
     }
 }
