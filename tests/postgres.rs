@@ -5,7 +5,7 @@
 //! order, DDL from many openers at once, bad input and bad URLs, lock timeouts as `Busy`, a
 //! connection killed while idle and during COMMIT (nothing lost, nothing doubled, the store
 //! reconnects), the session advisory lock held before the rows, the structure tables' status
-//! and a branch delete as the server sees them. The server crash is in `postgres_crash.rs` (its own binary: it restarts the
+//! and a branch delete as the server sees them, one pool for every opener of a URL. The server crash is in `postgres_crash.rs` (its own binary: it restarts the
 //! server under every other test).
 
 use std::sync::Arc;
