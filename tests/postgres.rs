@@ -511,8 +511,8 @@ fn structure_status_and_branch_deletes_on_the_server() {
 }
 
 /// Every opener of one URL in a process joins one pool (as every opener of one SQLite file
-/// does): two stores, one writer and its readers on the server; closing one leaves the other
-/// working.
+/// does): two stores, one writer and its readers on the server; an opener asking for other
+/// settings is refused; closing one store leaves the other working.
 #[test]
 fn openers_of_one_url_share_one_pool() {
     let (_s, url) = schema("shared");
@@ -530,6 +530,12 @@ fn openers_of_one_url_share_one_pool() {
         .unwrap()
         .get(0);
     assert_eq!(connections, 3, "one writer and two readers for both stores");
+    // A third opener asking for other settings is refused, and changes nothing.
+    let e = Store::builder(url.as_str()).readers(1).open().unwrap_err();
+    assert!(
+        matches!(&e, Error::InvalidArgument(m) if m.contains("same settings")),
+        "{e:?}"
+    );
     a.close();
     assert_eq!(
         b.session("s").blocking().get_items(None).unwrap(),
