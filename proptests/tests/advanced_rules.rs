@@ -1503,5 +1503,12 @@ fn a_structure_table_dropped_by_another_program_is_a_clear_schema_error() {
             .query_row("SELECT COUNT(*) FROM agent_messages", [], |r| r.get(0))
             .unwrap();
         assert_eq!(messages, 0, "{table}: a failed add left messages behind");
+        // One of the pair left is not "missing" (a fresh opener would not create it): rejected,
+        // with the reason.
+        let status = t.store.structure_status().unwrap();
+        assert!(
+            matches!(&status, StructureStatus::Rejected(why) if why.contains(table)),
+            "{table}: {status:?}"
+        );
     }
 }
