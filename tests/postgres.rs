@@ -508,6 +508,13 @@ fn structure_status_and_branch_deletes_on_the_server() {
         (2, 0),
         "the deleted branch's rows"
     );
+    // One table of the pair left is not "missing": rejected, with its reason.
+    rows(&s, "DROP TABLE turn_usage");
+    let status = store.structure_status().unwrap();
+    assert!(
+        matches!(&status, StructureStatus::Rejected(why) if why.contains("turn_usage")),
+        "{status:?}"
+    );
 }
 
 /// Every opener of one URL in a process joins one pool (as every opener of one SQLite file
