@@ -1402,6 +1402,24 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn string_reprs_escape_what_python_does_not_print() {
+        // Each expected text is what Python 3 prints for `repr(s)`.
+        let cases = [
+            ("\u{0}", r"'\x00'"),
+            ("\u{7f}", r"'\x7f'"),
+            ("\u{a0}", r"'\xa0'"),
+            ("\u{2028}", r"'\u2028'"),
+            ("\u{feff}", r"'\ufeff'"),
+            ("é\u{1}", r"'é\x01'"),
+            ("😀 tab\t", r"'😀 tab\t'"),
+            ("it's", r#""it's""#),
+        ];
+        for (s, want) in cases {
+            assert_eq!(py_repr_str(s), want, "{s:?}");
+        }
+    }
+
+    #[test]
     fn classification_follows_role_then_truthy_type() {
         let cases = [
             (json!({"role": "user", "content": "x"}), "user"),
