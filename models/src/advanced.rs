@@ -968,6 +968,9 @@ impl Model {
             }
             AdvancedOp::ListBranches => {
                 let view = view.refreshed(self.durable_generation(s));
+                // The model keeps no wall clock: every structure row's `created_at` is empty, so a
+                // branch's `MIN(created_at)` is its first row's and the list is in branch-id
+                // order (outcomes are compared without timestamps).
                 let mut by_branch: BTreeMap<&str, BranchInfo> = BTreeMap::new();
                 for r in self.adv.rows.iter().filter(|r| r.session_id == s) {
                     let info =
@@ -982,9 +985,6 @@ impl Model {
                             });
                     info.message_count += 1;
                     info.user_turns += i64::from(r.message_type == "user");
-                    if r.created_at < info.created_at {
-                        info.created_at = r.created_at.clone();
-                    }
                 }
                 let mut list: Vec<BranchInfo> = by_branch.into_values().collect();
                 list.sort_by(|a, b| {
