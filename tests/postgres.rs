@@ -15,7 +15,7 @@ use agent_sessions::{Error, ErrorKind, Store};
 use serde_json::{json, Value};
 
 mod pg;
-use pg::{client, rows, schema, server};
+use pg::{client, hold_session_row, rows, schema, server};
 
 #[test]
 fn rows_are_the_sdk_bytes_in_commit_order() {
@@ -190,16 +190,7 @@ fn a_held_session_lock_is_busy_after_the_busy_timeout_and_nothing_is_written() {
     let session = store.session("held").blocking();
     session.add_items(vec![json!(1)]).unwrap();
     // A Python-style writer holds the session row.
-    let mut holder = client();
-    holder
-        .batch_execute(&format!("SET search_path = {s}; BEGIN"))
-        .unwrap();
-    holder
-        .execute(
-            "SELECT 1 FROM agent_sessions WHERE session_id = 'held' FOR UPDATE",
-            &[],
-        )
-        .unwrap();
+    let mut holder = hold_session_row(&s, "held");
     let e = session.add_items(vec![json!(2)]).unwrap_err();
     assert!(e.is_retryable(), "{e:?}");
     // Other sessions are not blocked by it.
@@ -421,16 +412,7 @@ fn a_group_holds_its_sessions_advisory_lock_before_its_rows() {
         .unwrap();
     let session = store.session("held").blocking();
     session.add_items(vec![json!(1)]).unwrap();
-    let mut holder = client();
-    holder
-        .batch_execute(&format!("SET search_path = {s}; BEGIN"))
-        .unwrap();
-    holder
-        .execute(
-            "SELECT 1 FROM agent_sessions WHERE session_id = 'held' FOR UPDATE",
-            &[],
-        )
-        .unwrap();
+    let mut holder = hold_session_row(&s, "held");
     let writer = {
         let session = session.clone();
         std::thread::spawn(move || session.add_items(vec![json!(2)]))

@@ -54,3 +54,19 @@ pub fn rows(schema: &str, sql: &str) -> Vec<postgres::Row> {
         .unwrap();
     c.query(sql, &[]).unwrap()
 }
+
+/// A client that holds `session`'s row in `schema` as the SDK's writers do (`FOR UPDATE`, in an
+/// open transaction) until it runs `COMMIT` or is dropped.
+pub fn hold_session_row(schema: &str, session: &str) -> postgres::Client {
+    let mut holder = client();
+    holder
+        .batch_execute(&format!("SET search_path = {schema}; BEGIN"))
+        .unwrap();
+    holder
+        .execute(
+            "SELECT 1 FROM agent_sessions WHERE session_id = $1 FOR UPDATE",
+            &[&session],
+        )
+        .unwrap();
+    holder
+}
