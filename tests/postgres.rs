@@ -417,8 +417,9 @@ fn a_group_holds_its_sessions_advisory_lock_before_its_rows() {
         let session = session.clone();
         std::thread::spawn(move || session.add_items(vec![json!(2)]))
     };
-    let count = |granted: bool, extra: &str| -> i64 {
-        client()
+    let mut watcher = client();
+    let mut count = |granted: bool, extra: &str| -> i64 {
+        watcher
             .query_one(
                 &format!(
                     "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) \
