@@ -539,18 +539,14 @@ async fn pruning_lists_then_deletes_every_idle_session_batch_by_batch() {
         idle + 1,
         "a dry run deleted"
     );
-    let blocking = store.clone();
-    let pruned = tokio::task::spawn_blocking(move || blocking.prune_before_blocking(cut, true))
-        .await
-        .unwrap()
-        .unwrap();
+    let blocking = |dry_run: bool| {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.prune_before_blocking(cut, dry_run))
+    };
+    let pruned = blocking(true).await.unwrap().unwrap();
     assert_eq!(ids(pruned), want, "the blocking dry run");
 
-    let blocking = store.clone();
-    let pruned = tokio::task::spawn_blocking(move || blocking.prune_before_blocking(cut, false))
-        .await
-        .unwrap()
-        .unwrap();
+    let pruned = blocking(false).await.unwrap().unwrap();
     assert_eq!(ids(pruned), want);
     let left = store.list_sessions().await.unwrap();
     assert_eq!(ids(left), vec!["fresh".to_string()]);

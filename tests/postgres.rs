@@ -5,8 +5,9 @@
 //! order, DDL from many openers at once, bad input and bad URLs, lock timeouts as `Busy`, a
 //! connection killed while idle and during COMMIT (nothing lost, nothing doubled, the store
 //! reconnects), the session advisory lock held before the rows, the structure tables' status
-//! and a branch delete as the server sees them, one pool for every opener of a URL. The server crash is in `postgres_crash.rs` (its own binary: it restarts the
-//! server under every other test).
+//! and a branch delete as the server sees them, one pool for every opener of a URL. The server
+//! crash is in `postgres_crash.rs` (its own binary: it restarts the server under every other
+//! test).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +16,7 @@ use agent_sessions::{Error, ErrorKind, Store};
 use serde_json::{json, Value};
 
 mod pg;
-use pg::{client, hold_session_row, rows, schema, server};
+use pg::{client, connections, hold_session_row, rows, schema, server};
 
 #[test]
 fn rows_are_the_sdk_bytes_in_commit_order() {
@@ -361,14 +362,11 @@ fn several_writers_keep_each_sessions_order_and_lose_nothing() {
     let shared = store.session("shared").blocking().get_items(None).unwrap();
     assert_eq!(shared.len(), 800);
     // Four writers share one reader: five server connections, whatever the load.
-    let connections: i64 = client()
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'four-writers'",
-            &[],
-        )
-        .unwrap()
-        .get(0);
-    assert_eq!(connections, 5, "writers + readers connections");
+    assert_eq!(
+        connections("four-writers"),
+        5,
+        "writers + readers connections"
+    );
     for t in 0..8 {
         let mine: Vec<&Value> = shared
             .iter()
@@ -512,14 +510,11 @@ fn openers_of_one_url_share_one_pool() {
     let b = Store::open(url.as_str()).unwrap();
     a.session("s").blocking().add_items(vec![json!(1)]).unwrap();
     b.session("s").blocking().add_items(vec![json!(2)]).unwrap();
-    let connections: i64 = client()
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
-            &[&app],
-        )
-        .unwrap()
-        .get(0);
-    assert_eq!(connections, 3, "one writer and two readers for both stores");
+    assert_eq!(
+        connections(&app),
+        3,
+        "one writer and two readers for both stores"
+    );
     // A third opener asking for other settings is refused, and changes nothing.
     let e = Store::builder(url.as_str()).readers(1).open().unwrap_err();
     assert!(

@@ -70,3 +70,15 @@ pub fn hold_session_row(schema: &str, session: &str) -> postgres::Client {
         .unwrap();
     holder
 }
+
+/// How many server connections carry `application_name` `app` (a store's writers and readers,
+/// when its URL names it).
+pub fn connections(app: &str) -> i64 {
+    client()
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+            &[&app],
+        )
+        .unwrap()
+        .get(0)
+}
