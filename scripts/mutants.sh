@@ -55,15 +55,14 @@ out=$(cd "$out" && pwd)
 shard=()
 if [ -n "${MUTANTS_SHARD:-}" ]; then shard=(--shard "$MUTANTS_SHARD" --sharding round-robin); fi
 
+# Protocol files go to the loom pass and, for what it leaves, to the plain pass.
 loom_args=()
-for f in "${files[@]}"; do
-  case "$f" in src/protocol/*) loom_args+=(--file "$f") ;; esac
-done
 plain_args=()
 pg_args=()
 mc_args=()
 for f in "${files[@]}"; do
   case "$f" in
+    src/protocol/*) loom_args+=(--file "$f") plain_args+=(--file "$f") ;;
     src/engine/postgres/decide.rs) mc_args+=(--file "$f") ;;
     src/engine/postgres/*) pg_args+=(--file "$f") ;;
     *) plain_args+=(--file "$f") ;;
