@@ -9,7 +9,13 @@ wait without a thread per call.
     session = SQLiteSession("user-42", "conversations.db")
 """
 
-from ._session import AdvancedSQLiteSession, SessionSettings, SQLiteSession
+from . import _sqlite
+
+_SQLITE_ENTRY = _sqlite.make_global()
+from . import _native  # noqa: E402 (binds to the SQLite made global above)
+
+_sqlite.check(_native, _SQLITE_ENTRY)
+from ._session import AdvancedSQLiteSession, SessionSettings, SQLiteSession  # noqa: E402
 
 __all__ = ["AdvancedSQLiteSession", "SQLiteSession", "SessionSettings"]
 __version__ = "0.2.0"

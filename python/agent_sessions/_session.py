@@ -16,20 +16,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any, Optional
 
-try:
-    from . import _native
-except ImportError as exc:  # pragma: no cover - depends on the machine's SQLite
-    if "undefined symbol: sqlite3_" not in str(exc):
-        raise
-    import sqlite3
-
-    raise ImportError(
-        "agent_sessions uses the process's libsqlite3 (the one Python's sqlite3 module uses, "
-        "so that one process has one SQLite) and needs SQLite 3.45.3 or newer; this process "
-        f"loaded SQLite {sqlite3.sqlite_version}. Install a newer libsqlite3, or point "
-        "LD_LIBRARY_PATH at one (scripts/python.sh builds one from the SQLite sources: "
-        f"see the package README). ({exc})"
-    ) from exc
+from . import _native  # bound to the interpreter's SQLite by the package (_sqlite.py)
 
 try:  # the SDK's own types when it is installed, so isinstance checks and settings work
     from agents.memory.session import SessionABC as _Base

@@ -10,6 +10,7 @@
 
 mod convert;
 mod executor;
+mod sqlite_link;
 
 use std::future::Future;
 use std::sync::OnceLock;
@@ -506,9 +507,16 @@ impl Advanced {
     }
 }
 
+/// The address the extension's `sqlite3_libversion` calls reach (see [`sqlite_link`]).
+#[pyfunction]
+fn sqlite_entry() -> usize {
+    sqlite_link::sqlite_entry()
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(init, m)?)?;
+    m.add_function(wrap_pyfunction!(sqlite_entry, m)?)?;
     m.add_class::<Basic>()?;
     m.add_class::<Advanced>()?;
     Ok(())

@@ -204,3 +204,102 @@ def test_a_waiting_write_does_not_block_the_event_loop(tmp_path):
     during, items = run(main())
     assert during >= 20  # ...while the loop ran (about 60 ticks in 0.3 s)
     assert items == [{"n": 0}, {"n": 1}]
+
+
+# One SQLite per process (agent_sessions/_sqlite.py): each refusal, and the check behind it.
+
+from agent_sessions import _native, _sqlite  # noqa: E402
+
+
+def test_the_extension_runs_on_the_interpreters_own_sqlite():
+    libs = _sqlite.mapped_libsqlite3(open("/proc/self/maps").read())
+    assert len(libs) == 1, libs
+    import ctypes
+
+    own = ctypes.CDLL(libs[0], mode=os.RTLD_NOLOAD)
+    assert _native.sqlite_entry() == ctypes.cast(own.sqlite3_libversion, ctypes.c_void_p).value
+
+
+def test_maps_parsing_finds_each_libsqlite3_once():
+    maps = (
+        "7f00-7f01 r--p 00000000 08:01 11 /usr/lib/x86_64-linux-gnu/libsqlite3.so.0.8.6\n"
+        "7f01-7f02 r-xp 00001000 08:01 11 /usr/lib/x86_64-linux-gnu/libsqlite3.so.0.8.6\n"
+        "7f02-7f03 r--p 00000000 08:01 12 /opt/x/lib/libsqlite3.so\n"
+        "7f03-7f04 r--p 00000000 08:01 13 /usr/lib/libsqlite3-not-a-dir/libc.so.6\n"
+        "7f04-7f05 rw-p 00000000 00:00 0 \n"
+    )
+    assert _sqlite.mapped_libsqlite3(maps) == [
+        "/opt/x/lib/libsqlite3.so",
+        "/usr/lib/x86_64-linux-gnu/libsqlite3.so.0.8.6",
+    ]
+
+
+def test_a_second_sqlite_in_the_process_is_refused(tmp_path):
+    """A real second copy: the interpreter's libsqlite3 copied under another name and loaded
+    before the package, in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    (lib,) = _sqlite.mapped_libsqlite3(open("/proc/self/maps").read())
+    copy = tmp_path / "libsqlite3-second-copy.so"
+    copy.write_bytes(open(lib, "rb").read())
+    code = f"import ctypes, sqlite3; ctypes.CDLL({str(copy)!r}); import agent_sessions"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode != 0
+    assert "one SQLite per process, and this one already has 2" in run.stderr, run.stderr
+
+
+def test_an_interpreter_with_hidden_static_sqlite_is_refused(monkeypatch):
+    monkeypatch.setattr(_sqlite, "mapped_libsqlite3", lambda _maps: [])
+
+    class NoExports:
+        def __init__(self, _name):
+            pass
+
+        def __getattr__(self, name):
+            raise AttributeError(name)
+
+    monkeypatch.setattr(_sqlite.ctypes, "CDLL", NoExports)
+    with pytest.raises(ImportError, match="links SQLite statically without exporting it"):
+        _sqlite.make_global()
+
+
+def test_an_old_sqlite_is_refused(monkeypatch):
+    monkeypatch.setattr(_sqlite.sqlite3, "sqlite_version_info", (3, 34, 1))
+    monkeypatch.setattr(_sqlite.sqlite3, "sqlite_version", "3.34.1")
+    with pytest.raises(ImportError, match=r"needs SQLite 3\.35\.0 or newer.*uses SQLite 3\.34\.1"):
+        _sqlite.make_global()
+
+
+def test_an_extension_bound_to_another_sqlite_is_refused():
+    class Elsewhere:
+        @staticmethod
+        def sqlite_entry():
+            return 1
+
+    with pytest.raises(ImportError, match="different SQLite"):
+        _sqlite.check(Elsewhere, _native.sqlite_entry())
+
+
+def test_sqlites_own_functions_win_over_the_extensions_fallbacks():
+    """The extension defines sqlite3_changes64 and sqlite3_error_offset for SQLite before
+    3.37/3.38 (src/sqlite_link.rs); a SQLite that has them must be the one called."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, LD_DEBUG="bindings")
+    run = subprocess.run(
+        [sys.executable, "-c", "import agent_sessions"], env=env, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    targets = {}
+    for line in run.stderr.splitlines():
+        if "_native" in line.split(" to ")[0] and "`sqlite3_" in line:
+            symbol = line.rsplit("`", 1)[1].rstrip("'")
+            targets[symbol] = line.split(" to ")[1].split()[0]
+    (lib,) = _sqlite.mapped_libsqlite3(open("/proc/self/maps").read())
+    for symbol, since in [("sqlite3_changes64", (3, 37)), ("sqlite3_error_offset", (3, 38))]:
+        own = sqlite3.sqlite_version_info[:2] >= since
+        bound = os.path.realpath(targets[symbol])
+        assert (bound == lib) == own, f"{symbol} bound to {bound} on SQLite {sqlite3.sqlite_version}"
+    assert os.path.realpath(targets["sqlite3_step"]) == lib

@@ -16,11 +16,11 @@ use rusqlite::{Connection as Sql, OpenFlags};
 
 use super::rows::SqliteRows;
 use super::sql::{self, Tables};
+use super::wal_hook::FrameHook;
 use super::{basic, schema};
 use crate::engine::{advanced, Durability};
 use crate::error::{Context, Error, Result};
 use crate::protocol::engine::{Connection, Engine, Role};
-use crate::protocol::sync::{Arc, AtomicUsize, Ordering};
 
 /// WAL frames (pages) after which the writer checkpoints between two groups even while requests
 /// wait: SQLite's own auto-checkpoint size. Smaller ones were measured slower at Normal (each
@@ -101,7 +101,7 @@ impl SqliteEngine {
             (Some(p), Role::Reader(_)) => open(p, base | OpenFlags::SQLITE_OPEN_READ_ONLY),
         }
         .context(format!("opening {what}"))?;
-        conn.busy_timeout(self.options.busy_timeout)?;
+        set_busy_timeout(&conn, self.options.busy_timeout)?;
         // Foreign keys stay off, as in Python (SPEC §5.1): the bundled SQLite turns them on by
         // default, and its `ON DELETE CASCADE`s would then delete structure rows behind a basic
         // session's pop or clear, which Python never does. Every cascade is an explicit DELETE.
@@ -151,6 +151,15 @@ fn enable_wal(conn: &Sql, timeout: Duration) -> Result<()> {
     }
 }
 
+/// `PRAGMA busy_timeout`, not rusqlite's `busy_timeout`: that one also clears a busy handler
+/// with `sqlite3_set_clientdata`, which SQLite has only since 3.44 (see [`super::wal_hook`]).
+fn set_busy_timeout(conn: &Sql, timeout: Duration) -> Result<()> {
+    // The builder caps the timeout at `i32::MAX` ms, what SQLite takes.
+    let ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
+    conn.pragma_update(None, "busy_timeout", ms)?;
+    Ok(())
+}
+
 fn not_a_db(e: Error, what: &str) -> Error {
     match e {
         Error::Sqlite { code: Some(26), .. } => Error::Schema(format!(
@@ -194,17 +203,8 @@ fn take_checkpoints(conn: &mut Sql, busy_timeout: Duration) -> Result<WalState> 
         [],
         |_| Ok(()),
     )?;
-    let frames = Arc::new(AtomicUsize::new(0));
-    let seen = frames.clone();
-    // Called after each commit with the frames now in the WAL (a restarted WAL counts anew).
-    conn.wal_hook(Some(
-        move |_: &mut rusqlite::hooks::Wal, pages: std::ffi::c_int| {
-            seen.store(usize::try_from(pages).unwrap_or(0), Ordering::Relaxed);
-            Ok(())
-        },
-    ))?;
     Ok(WalState {
-        frames,
+        frames: FrameHook::register(conn),
         checkpointed: 0,
         checkpoint_target: 0,
         restart_at: RESTART_CHECKPOINT_FRAMES,
@@ -214,8 +214,8 @@ fn take_checkpoints(conn: &mut Sql, busy_timeout: Duration) -> Result<WalState> 
 
 /// The writer's view of its WAL.
 struct WalState {
-    /// Frames in the WAL after the last commit (set by the WAL hook).
-    frames: Arc<AtomicUsize>,
+    /// Frames in the WAL after the last commit.
+    frames: FrameHook,
     /// Frames the last checkpoint had copied into the database.
     checkpointed: usize,
     /// Frames in the WAL when the last checkpoint ran (it was complete if it copied them all).
@@ -235,6 +235,15 @@ pub(crate) struct SqliteConn {
     group: GroupSessions,
     /// The buffer items are encoded into, kept across requests.
     text: String,
+}
+
+impl Drop for SqliteConn {
+    fn drop(&mut self) {
+        // Before `conn` closes and `wal` drops its counter (the hook's invariant).
+        if let Some(wal) = self.wal.take() {
+            wal.frames.unregister(&self.conn);
+        }
+    }
 }
 
 /// A session of one opener's tables, as the group transaction knows it.
@@ -394,7 +403,7 @@ impl Connection for SqliteConn {
 
     fn maintain(&mut self, idle: &mut dyn FnMut() -> bool) {
         let Some(wal) = &mut self.wal else { return };
-        let frames = wal.frames.load(Ordering::Relaxed);
+        let frames = wal.frames.frames();
         // Fewer frames than checkpointed: the WAL restarted since, and all of them are new.
         let pending = frames.checked_sub(wal.checkpointed).unwrap_or(frames);
         // A checkpoint that readers kept short of the WAL's end is retried after every group
@@ -412,14 +421,14 @@ impl Connection for SqliteConn {
         // RESTART once the WAL has not started over for too long (see RESTART_CHECKPOINT_FRAMES).
         let restart = frames >= wal.restart_at;
         let mode = if restart {
-            let _ = self.conn.busy_timeout(RESTART_WAIT);
+            let _ = set_busy_timeout(&self.conn, RESTART_WAIT);
             CheckpointMode::RESTART
         } else {
             CheckpointMode::PASSIVE
         };
         let result = self.conn.wal_checkpoint_v2(None::<&str>, mode);
         if restart {
-            let _ = self.conn.busy_timeout(wal.busy_timeout);
+            let _ = set_busy_timeout(&self.conn, wal.busy_timeout);
             // A reader that kept it waiting (a long read) is not waited for again until the
             // WAL has grown as much once more.
             wal.restart_at = match result {

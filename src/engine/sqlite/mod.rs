@@ -10,7 +10,7 @@
 //!     [`crate::engine::advanced`] (SPEC §5.3);
 //!   - [`schema`]: creating the tables and claiming the structure tables.
 //! - [`sql`]: every SQL text of the engine, built over validated [`Ident`](crate::engine::ident::Ident)s; [`value`]: lenient
-//!   column readers.
+//!   column readers; [`wal_hook`]: the writer's WAL frame count (the engine's only `unsafe`).
 
 mod basic;
 mod conn;
@@ -19,5 +19,6 @@ mod rows;
 mod schema;
 mod sql;
 mod value;
+mod wal_hook;
 
 pub(crate) use open::{open_file, open_memory};
