@@ -8,22 +8,12 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 
 # The interop tests run against the real Python SDK (its SQLite sessions, its encryption, its
-# SQLAlchemySession on PostgreSQL through asyncpg and psycopg); make a venv with it unless one is
-# given.
-if [ -z "${AGENT_SESSIONS_PYTHON:-}" ]; then
-  venv=target/pyenv
-  if [ ! -x "$venv/bin/python" ] \
-    || ! "$venv/bin/python" -c 'import agents, cryptography, sqlalchemy, asyncpg, psycopg' 2>/dev/null; then
-    step "creating $venv with openai-agents[encrypt,sqlalchemy]==0.24.0, asyncpg, psycopg"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check \
-      'openai-agents[encrypt,sqlalchemy]==0.24.0' asyncpg 'psycopg[binary]'
-  fi
-  export AGENT_SESSIONS_PYTHON="$PWD/$venv/bin/python"
-fi
+# SQLAlchemySession on PostgreSQL through asyncpg and psycopg): they make the venv target/pyenv
+# themselves on first use, or take AGENT_SESSIONS_PYTHON.
 
-# The PostgreSQL tests need a server: a throwaway cluster, stopped and removed on exit. An
-# AGENT_SESSIONS_PG_URL given from outside is used as it is (its tests then skip the restart).
+# The PostgreSQL tests need a server. Each test binary would start a throwaway cluster of its
+# own; one shared cluster is faster. An AGENT_SESSIONS_PG_URL given from outside is used as it
+# is (the tests that restart the server then do not run).
 if [ -z "${AGENT_SESSIONS_PG_URL:-}" ]; then
   step "starting a throwaway PostgreSQL cluster (for the postgres feature's tests)"
   # shellcheck source=scripts/pg-cluster.sh

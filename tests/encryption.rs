@@ -3,15 +3,13 @@
 //! (`openai-agents==0.24.0` with `cryptography`) in both directions, over basic and Advanced
 //! sessions.
 //!
-//! The Python side is `tests/python/encryption_interop.py`, run with the interpreter named by
-//! `AGENT_SESSIONS_PYTHON`. Without that variable the interop tests are skipped (a line on
-//! stderr says so), except under CI (`CI` set), where a missing interpreter — or one without
-//! `cryptography` — fails them.
+//! The Python side is `tests/python/encryption_interop.py`, run with `AGENT_SESSIONS_PYTHON`, or the venv `target/pyenv` the
+//! tests make on first use (`agent_sessions_test_env::python`). Where neither can be had they do
+//! not run (stderr says why and what to run), and under CI that fails them.
 //!
 //! Values are compared through their `serde_json` text (order-sensitive, tells `1` from `1.0`).
 
 use std::future::Future;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -538,25 +536,18 @@ struct Python {
 static SPECS: AtomicUsize = AtomicUsize::new(0);
 static VERSION_CHECKED: OnceLock<()> = OnceLock::new();
 
-/// The Python interpreter to test against, or `None` (test skipped) outside CI.
+/// The Python interpreter to test against, or `None` (the test does not run) outside CI.
 fn python(test: &str) -> Option<Python> {
-    let Some(exe) = std::env::var_os("AGENT_SESSIONS_PYTHON").filter(|v| !v.is_empty()) else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "AGENT_SESSIONS_PYTHON is not set, but CI is: the encryption interop tests must not \
-             be skipped in CI. Point AGENT_SESSIONS_PYTHON at a python with \
-             openai-agents=={SDK_VERSION} and cryptography installed."
-        );
-        let _ = writeln!(
-            std::io::stderr(),
-            "interop test {test} skipped: AGENT_SESSIONS_PYTHON is not set (set it to a python \
-             with openai-agents=={SDK_VERSION} and cryptography installed to run it)"
+    let Some(exe) = agent_sessions_test_env::python() else {
+        agent_sessions_test_env::unavailable(
+            test,
+            "no Python with the SDK and cryptography (AGENT_SESSIONS_PYTHON is not set and \
+             target/pyenv could not be made)",
+            agent_sessions_test_env::MAKE_VENV,
         );
         return None;
     };
-    let py = Python {
-        exe: PathBuf::from(exe),
-    };
+    let py = Python { exe };
     VERSION_CHECKED.get_or_init(|| {
         let v = py.command(&["version".into()]);
         assert_eq!(

@@ -1,16 +1,15 @@
 //! Interop with the real Python SDK (`openai-agents==0.24.0`, `agents.SQLiteSession`) on shared
 //! database files, in both directions (SPEC §5.1-5.2).
 //!
-//! The Python side is `tests/python/basic_interop.py`, run with the interpreter named by
-//! `AGENT_SESSIONS_PYTHON`. Without that variable the tests are skipped (a line on stderr says
-//! so), except under CI (`CI` set), where a missing interpreter is an error.
+//! The Python side is `tests/python/basic_interop.py`, run with `AGENT_SESSIONS_PYTHON`, or the venv `target/pyenv` the
+//! tests make on first use (`agent_sessions_test_env::python`). Where neither can be had they do
+//! not run (stderr says why and what to run), and under CI that fails them.
 //!
 //! Values are compared order-sensitively through their `serde_json` text (which also tells `1`
 //! from `1.0` and `0.0` from `-0.0`); Python's answers are compared as the exact text of its
 //! `json.dumps`; stored rows are compared byte for byte.
 
 use std::ffi::OsStr;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -91,24 +90,18 @@ struct Python {
 static BATCH_FILES: AtomicUsize = AtomicUsize::new(0);
 static VERSION_CHECKED: OnceLock<()> = OnceLock::new();
 
-/// The Python interpreter to test against, or `None` (test skipped) outside CI.
+/// The Python interpreter to test against, or `None` (the test does not run) outside CI.
 fn python(test: &str) -> Option<Python> {
-    let Some(exe) = std::env::var_os("AGENT_SESSIONS_PYTHON").filter(|v| !v.is_empty()) else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "AGENT_SESSIONS_PYTHON is not set, but CI is: the Python interop tests must not be \
-             skipped in CI. Point AGENT_SESSIONS_PYTHON at a python with \
-             openai-agents=={SDK_VERSION} installed (.ci/run does this)."
-        );
-        let _ = writeln!(
-            std::io::stderr(),
-            "interop test {test} skipped: AGENT_SESSIONS_PYTHON is not set (set it to a python \
-             with openai-agents=={SDK_VERSION} installed to run it)"
+    let Some(exe) = agent_sessions_test_env::python() else {
+        agent_sessions_test_env::unavailable(
+            test,
+            "no Python with the SDK (AGENT_SESSIONS_PYTHON is not set and target/pyenv could not be made)",
+            agent_sessions_test_env::MAKE_VENV,
         );
         return None;
     };
     let py = Python {
-        exe: PathBuf::from(exe),
+        exe,
         tables: Vec::new(),
     };
     VERSION_CHECKED.get_or_init(|| {

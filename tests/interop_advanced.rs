@@ -9,12 +9,11 @@
 //!    numbering, usage with its JSON details, reservations, generations, ids), and the Python
 //!    SDK reads it exactly as it reads its own file.
 //!
-//! The Python side is `tests/python/advanced_interop.py`, run with the interpreter named by
-//! `AGENT_SESSIONS_PYTHON`. Without that variable the tests are skipped (a line on stderr says
-//! so), except under CI (`CI` set), where a missing interpreter is an error.
+//! The Python side is `tests/python/advanced_interop.py`, run with `AGENT_SESSIONS_PYTHON`, or the venv `target/pyenv` the
+//! tests make on first use (`agent_sessions_test_env::python`). Where neither can be had they do
+//! not run (stderr says why and what to run), and under CI that fails them.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -128,23 +127,15 @@ struct Python {
 }
 
 fn python(test: &str) -> Option<Python> {
-    let Some(exe) = std::env::var_os("AGENT_SESSIONS_PYTHON").filter(|v| !v.is_empty()) else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "AGENT_SESSIONS_PYTHON is not set, but CI is: the Python interop tests must not be \
-             skipped in CI. Point AGENT_SESSIONS_PYTHON at a python with \
-             openai-agents=={SDK_VERSION} installed."
-        );
-        let _ = writeln!(
-            std::io::stderr(),
-            "interop test {test} skipped: AGENT_SESSIONS_PYTHON is not set (set it to a python \
-             with openai-agents=={SDK_VERSION} installed to run it)"
+    let Some(exe) = agent_sessions_test_env::python() else {
+        agent_sessions_test_env::unavailable(
+            test,
+            "no Python with the SDK (AGENT_SESSIONS_PYTHON is not set and target/pyenv could not be made)",
+            agent_sessions_test_env::MAKE_VENV,
         );
         return None;
     };
-    let py = Python {
-        exe: PathBuf::from(exe),
-    };
+    let py = Python { exe };
     let v = py.run(&["version"]);
     assert_eq!(
         v,

@@ -1,7 +1,8 @@
 //! Several processes on one file at once (SPEC §10): two processes of this crate and one Python
 //! SDK process write concurrently, each to its own session and to one shared session. Nothing may
 //! be lost and no "database is locked" may surface (every writer waits up to its busy timeout).
-//! The Python writer needs `AGENT_SESSIONS_PYTHON` (skipped without it, except in CI).
+//! The Python writer needs the interop Python (`agent_sessions_test_env::python`; not run
+//! without one, which fails under CI).
 
 use std::process::{Command, Stdio};
 
@@ -81,16 +82,15 @@ fn run_writers(path: &std::path::Path, mode: &str, script: &str) -> Vec<&'static
 }
 
 fn python() -> Option<String> {
-    match std::env::var("AGENT_SESSIONS_PYTHON") {
-        Ok(p) => Some(p),
-        Err(_) if std::env::var_os("CI").is_some() => {
-            panic!("AGENT_SESSIONS_PYTHON must name a python with openai-agents in CI")
-        }
-        Err(_) => {
-            eprintln!("multiprocess: Python writer skipped (AGENT_SESSIONS_PYTHON not set)");
-            None
-        }
+    let found = agent_sessions_test_env::python();
+    if found.is_none() {
+        agent_sessions_test_env::unavailable(
+            module_path!(),
+            "no Python with the SDK (AGENT_SESSIONS_PYTHON is not set and target/pyenv could not be made)",
+            agent_sessions_test_env::MAKE_VENV,
+        );
     }
+    found.map(|p| p.display().to_string())
 }
 
 #[test]

@@ -19,6 +19,10 @@ mod pg;
 use pg::{client, connections, hold_session_row, rows, schema, server};
 
 #[test]
+#[cfg_attr(
+    agent_sessions_no_pg,
+    ignore = "no PostgreSQL server: install postgresql (its binaries start a throwaway cluster) or set AGENT_SESSIONS_PG_URL"
+)]
 fn rows_are_the_sdk_bytes_in_commit_order() {
     let (s, url) = schema("bytes");
     let store = Store::open(url.as_str()).unwrap();
@@ -73,6 +77,10 @@ fn rows_are_the_sdk_bytes_in_commit_order() {
 }
 
 #[test]
+#[cfg_attr(
+    agent_sessions_no_pg,
+    ignore = "no PostgreSQL server: install postgresql (its binaries start a throwaway cluster) or set AGENT_SESSIONS_PG_URL"
+)]
 fn many_openers_create_the_tables_at_once_without_failing() {
     let (s, url) = schema("ddl");
     let go = Arc::new(std::sync::Barrier::new(8));
@@ -99,6 +107,10 @@ fn many_openers_create_the_tables_at_once_without_failing() {
 }
 
 #[test]
+#[cfg_attr(
+    agent_sessions_no_pg,
+    ignore = "no PostgreSQL server: install postgresql (its binaries start a throwaway cluster) or set AGENT_SESSIONS_PG_URL"
+)]
 fn bad_urls_and_servers_fail_clearly_at_open() {
     let cases = [
         "postgres://127.0.0.1:1/x?connect_timeout=2".to_owned(),
@@ -136,6 +148,10 @@ fn bad_urls_and_servers_fail_clearly_at_open() {
 }
 
 #[test]
+#[cfg_attr(
+    agent_sessions_no_pg,
+    ignore = "no PostgreSQL server: install postgresql (its binaries start a throwaway cluster) or set AGENT_SESSIONS_PG_URL"
+)]
 fn bad_input_gets_a_clear_error_and_loses_nothing() {
     let (s, url) = schema("bad");
     let store = Store::builder(url.as_str())
@@ -182,6 +198,10 @@ fn bad_input_gets_a_clear_error_and_loses_nothing() {
 }
 
 #[test]
+#[cfg_attr(
+    agent_sessions_no_pg,
+    ignore = "no PostgreSQL server: install postgresql (its binaries start a throwaway cluster) or set AGENT_SESSIONS_PG_URL"
+)]
 fn a_held_session_lock_is_busy_after_the_busy_timeout_and_nothing_is_written() {
     let (s, url) = schema("busy");
     let store = Store::builder(url.as_str())
@@ -206,6 +226,10 @@ fn a_held_session_lock_is_busy_after_the_busy_timeout_and_nothing_is_written() {
 }
 
 #[test]
+#[cfg_attr(
+    agent_sessions_no_pg,
+    ignore = "no PostgreSQL server: install postgresql (its binaries start a throwaway cluster) or set AGENT_SESSIONS_PG_URL"
+)]
 fn a_connection_killed_while_idle_is_replaced_without_an_error() {
     let (_s, url) = schema("idle");
     let store = Store::open(format!("{url}&application_name=idlekill").as_str()).unwrap();
@@ -233,6 +257,10 @@ fn a_connection_killed_while_idle_is_replaced_without_an_error() {
 /// killed while the COMMIT is in flight: the answer is lost, the store must learn from the
 /// server that the group was rolled back and say so — no success, no duplicate on retry.
 #[test]
+#[cfg_attr(
+    agent_sessions_no_pg,
+    ignore = "no PostgreSQL server: install postgresql (its binaries start a throwaway cluster) or set AGENT_SESSIONS_PG_URL"
+)]
 fn a_connection_killed_during_commit_is_settled_with_the_server() {
     let (s, url) = schema("commit");
     let store = Store::open(url.as_str()).unwrap();
@@ -282,15 +310,24 @@ fn a_connection_killed_during_commit_is_settled_with_the_server() {
 }
 
 #[test]
+#[cfg_attr(
+    agent_sessions_no_pg,
+    ignore = "no PostgreSQL server: install postgresql (its binaries start a throwaway cluster) or set AGENT_SESSIONS_PG_URL"
+)]
 fn a_unix_socket_url_opens_the_same_database() {
-    let Ok(dir) = std::env::var("PG_CLUSTER_DIR") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "PG_CLUSTER_DIR is not set under CI"
+    let Some(cluster) = agent_sessions_test_env::pg::server()
+        .ok()
+        .and_then(|s| s.cluster.as_ref())
+    else {
+        agent_sessions_test_env::unavailable(
+            "a_unix_socket_url_opens_the_same_database",
+            "the server was named from outside (AGENT_SESSIONS_PG_URL without PG_CLUSTER_DIR): \
+             no socket directory known",
+            "unset AGENT_SESSIONS_PG_URL (the test starts its own cluster)",
         );
-        eprintln!("skipped: no throwaway cluster (PG_CLUSTER_DIR) whose socket to use");
         return;
     };
+    let dir = cluster.dir.display();
     let (s, tcp) = schema("socket");
     let port = server()
         .rsplit(':')
@@ -317,6 +354,10 @@ fn a_unix_socket_url_opens_the_same_database() {
 }
 
 #[test]
+#[cfg_attr(
+    agent_sessions_no_pg,
+    ignore = "no PostgreSQL server: install postgresql (its binaries start a throwaway cluster) or set AGENT_SESSIONS_PG_URL"
+)]
 fn several_writers_keep_each_sessions_order_and_lose_nothing() {
     let (_s, url) = schema("writers");
     let url = format!("{url}&application_name=four-writers");
@@ -401,6 +442,10 @@ fn several_writers_keep_each_sessions_order_and_lose_nothing() {
 /// rows: seen on the server while the group waits behind a Python-style writer holding the
 /// session row.
 #[test]
+#[cfg_attr(
+    agent_sessions_no_pg,
+    ignore = "no PostgreSQL server: install postgresql (its binaries start a throwaway cluster) or set AGENT_SESSIONS_PG_URL"
+)]
 fn a_group_holds_its_sessions_advisory_lock_before_its_rows() {
     let (s, url) = schema("advisory");
     let app = format!("advisory_{s}");
@@ -453,6 +498,10 @@ fn a_group_holds_its_sessions_advisory_lock_before_its_rows() {
 /// The structure tables as an opener finds them (missing, then owned once created), and a
 /// deleted branch: its structure rows are gone from the server, the main branch's are kept.
 #[test]
+#[cfg_attr(
+    agent_sessions_no_pg,
+    ignore = "no PostgreSQL server: install postgresql (its binaries start a throwaway cluster) or set AGENT_SESSIONS_PG_URL"
+)]
 fn structure_status_and_branch_deletes_on_the_server() {
     use agent_sessions::StructureStatus;
     let (s, url) = schema("structure");
@@ -502,6 +551,10 @@ fn structure_status_and_branch_deletes_on_the_server() {
 /// does): two stores, one writer and its readers on the server; an opener asking for other
 /// settings is refused; closing one store leaves the other working.
 #[test]
+#[cfg_attr(
+    agent_sessions_no_pg,
+    ignore = "no PostgreSQL server: install postgresql (its binaries start a throwaway cluster) or set AGENT_SESSIONS_PG_URL"
+)]
 fn openers_of_one_url_share_one_pool() {
     let (_s, url) = schema("shared");
     let app = format!("shared_{}", std::process::id());

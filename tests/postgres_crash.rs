@@ -17,21 +17,29 @@ use pg::{client, rows, schema};
 static SERIAL: Mutex<()> = Mutex::new(());
 
 #[test]
+#[cfg_attr(
+    agent_sessions_no_pg,
+    ignore = "no PostgreSQL server: install postgresql (its binaries start a throwaway cluster) or set AGENT_SESSIONS_PG_URL"
+)]
 /// `pg_ctl restart -m immediate` (a server crash) while writers run: every acknowledged write
 /// is stored exactly once, failures in the window are clear errors, and writes succeed again
 /// afterwards without reopening the store.
 fn a_server_crash_under_load_loses_no_acknowledged_write() {
     let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let (Ok(bin), Ok(dir)) = (std::env::var("PG_BIN"), std::env::var("PG_CLUSTER_DIR")) else {
-        // It restarts the server: only the throwaway one of scripts/pg-cluster.sh, never a
-        // server given from outside.
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "PG_BIN and PG_CLUSTER_DIR are not set under CI: the crash test cannot run"
+    // It restarts the server: only a throwaway cluster, never a server given from outside.
+    let Some(cluster) = agent_sessions_test_env::pg::server()
+        .ok()
+        .and_then(|s| s.cluster.as_ref())
+    else {
+        agent_sessions_test_env::unavailable(
+            "a_server_crash_under_load_loses_no_acknowledged_write",
+            "the server was named from outside (AGENT_SESSIONS_PG_URL without PG_BIN and \
+             PG_CLUSTER_DIR), and the test restarts only a throwaway cluster",
+            "unset AGENT_SESSIONS_PG_URL (the test starts its own cluster)",
         );
-        eprintln!("skipped: no throwaway cluster (PG_BIN, PG_CLUSTER_DIR) to restart");
         return;
     };
+    let dir = cluster.dir.display();
     let (s, url) = schema("crash");
     let store = Store::builder(url.as_str())
         .durability(agent_sessions::Durability::Full)
@@ -72,12 +80,7 @@ fn a_server_crash_under_load_loses_no_acknowledged_write() {
     };
     let before_restart = started(&mut client());
     let as_postgres = |args: &[&str]| {
-        let out = Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(format!("{bin}/pg_ctl"))
-            .args(args)
-            .output()
-            .unwrap();
+        let out = cluster.pg_ctl().args(args).output().unwrap();
         assert!(
             out.status.success(),
             "pg_ctl {args:?}: {}{}",
@@ -150,6 +153,10 @@ fn a_server_crash_under_load_loses_no_acknowledged_write() {
 /// was not committed, so every acknowledged write is stored, each writer's stored items are a
 /// gap-free prefix of what it sent (no group visible in part), and nothing is doubled.
 #[test]
+#[cfg_attr(
+    agent_sessions_no_pg,
+    ignore = "no PostgreSQL server: install postgresql (its binaries start a throwaway cluster) or set AGENT_SESSIONS_PG_URL"
+)]
 fn a_client_killed_mid_batch_leaves_whole_groups_only() {
     let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let (s, url) = schema("killed");
@@ -211,6 +218,10 @@ fn a_client_killed_mid_batch_leaves_whole_groups_only() {
 
 /// The client of the test above: 8 threads adding to one session until killed.
 #[test]
+#[cfg_attr(
+    agent_sessions_no_pg,
+    ignore = "no PostgreSQL server: install postgresql (its binaries start a throwaway cluster) or set AGENT_SESSIONS_PG_URL"
+)]
 #[ignore]
 fn killed_client_child() {
     let (Ok(url), Ok(session)) = (std::env::var("KILLED_URL"), std::env::var("KILLED_SESSION"))

@@ -3,9 +3,9 @@
 //! Rust reads, pops and continues, and the reverse; Python and Rust writers and poppers racing
 //! on one session lose nothing and pop nothing twice, and our writes are read in commit order.
 //!
-//! The Python side is `tests/python/pg_interop.py`, run with `AGENT_SESSIONS_PYTHON` (a venv
-//! with the SDK, SQLAlchemy, asyncpg and psycopg; `scripts/test.sh` makes one). Without it the
-//! tests are skipped with a line on stderr, except under CI, where that is an error.
+//! The Python side is `tests/python/pg_interop.py`, run with `AGENT_SESSIONS_PYTHON`, or the venv `target/pyenv` the
+//! tests make on first use (`agent_sessions_test_env::python`). Where neither can be had they do
+//! not run (stderr says why and what to run), and under CI that fails them.
 
 use std::io::Write as _;
 use std::process::{Command, Stdio};
@@ -20,16 +20,15 @@ use pg::server;
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/pg_interop.py");
 
 fn python() -> Option<String> {
-    match std::env::var("AGENT_SESSIONS_PYTHON") {
-        Ok(p) => Some(p),
-        Err(_) if std::env::var_os("CI").is_some() => {
-            panic!("AGENT_SESSIONS_PYTHON is not set under CI: the interop tests cannot run")
-        }
-        Err(_) => {
-            eprintln!("skipped: AGENT_SESSIONS_PYTHON is not set");
-            None
-        }
+    let found = agent_sessions_test_env::python();
+    if found.is_none() {
+        agent_sessions_test_env::unavailable(
+            module_path!(),
+            "no Python with the SDK (AGENT_SESSIONS_PYTHON is not set and target/pyenv could not be made)",
+            agent_sessions_test_env::MAKE_VENV,
+        );
     }
+    found.map(|p| p.display().to_string())
 }
 
 /// A fresh table pair in the public schema (the SDK's tables are configurable by name).
@@ -83,6 +82,10 @@ fn parse(line: &str) -> Value {
 }
 
 #[test]
+#[cfg_attr(
+    agent_sessions_no_pg,
+    ignore = "no PostgreSQL server: install postgresql (its binaries start a throwaway cluster) or set AGENT_SESSIONS_PG_URL"
+)]
 fn python_and_rust_continue_each_others_sessions_with_both_drivers() {
     let Some(p) = python() else { return };
     for driver in ["asyncpg", "psycopg"] {
@@ -121,6 +124,10 @@ fn python_and_rust_continue_each_others_sessions_with_both_drivers() {
 }
 
 #[test]
+#[cfg_attr(
+    agent_sessions_no_pg,
+    ignore = "no PostgreSQL server: install postgresql (its binaries start a throwaway cluster) or set AGENT_SESSIONS_PG_URL"
+)]
 fn racing_python_and_rust_writers_and_poppers_lose_nothing_and_pop_nothing_twice() {
     let Some(p) = python() else { return };
     let t = tables("race");

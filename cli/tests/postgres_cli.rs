@@ -1,26 +1,29 @@
 //! The command line on PostgreSQL (`--db postgresql://…`): the session commands, Advanced mode,
 //! `check`, and `stress` with its integrity check and lost-write control. Needs the server named
-//! by `AGENT_SESSIONS_PG_URL` (`scripts/test.sh` starts one); skipped without it, except under CI.
+//! by `AGENT_SESSIONS_PG_URL`, or a throwaway cluster the test binary starts
+//! (`agent_sessions_test_env::pg`); not run where neither exists, except under CI.
 #![cfg(feature = "postgres")]
 
 use std::process::{Command, Output};
 
 fn url() -> Option<String> {
-    match std::env::var("AGENT_SESSIONS_PG_URL") {
+    match agent_sessions_test_env::pg::server().map(|s| s.url.as_str()) {
         Ok(base) => {
             let schema = format!("cli_{}", std::process::id());
-            let mut c = postgres::Client::connect(&base, postgres::NoTls).unwrap();
+            let mut c = postgres::Client::connect(base, postgres::NoTls).unwrap();
             c.batch_execute(&format!(
                 "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
             ))
             .unwrap();
             Some(format!("{base}?options=-csearch_path%3D{schema}"))
         }
-        Err(_) if std::env::var_os("CI").is_some() => {
-            panic!("AGENT_SESSIONS_PG_URL is not set under CI")
-        }
-        Err(_) => {
-            eprintln!("skipped: AGENT_SESSIONS_PG_URL is not set");
+        Err(why) => {
+            agent_sessions_test_env::unavailable(
+                "the CLI's PostgreSQL tests",
+                why,
+                "install the PostgreSQL server (Debian: apt install postgresql), or set \
+                 AGENT_SESSIONS_PG_URL",
+            );
             None
         }
     }
@@ -40,6 +43,10 @@ fn ok(o: Output) -> String {
 }
 
 #[test]
+#[cfg_attr(
+    agent_sessions_no_pg,
+    ignore = "no PostgreSQL server: install postgresql (its binaries start a throwaway cluster) or set AGENT_SESSIONS_PG_URL"
+)]
 fn session_commands_check_and_stress_work_on_a_server() {
     let Some(db) = url() else { return };
     ok(cli(

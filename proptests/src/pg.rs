@@ -1,5 +1,5 @@
-//! The PostgreSQL targets: every case gets a schema of its own on the server named by
-//! `AGENT_SESSIONS_PG_URL` (the test script starts a throwaway cluster), and its two handles
+//! The PostgreSQL targets: every case gets a schema of its own on the test server
+//! (`AGENT_SESSIONS_PG_URL`, or a throwaway cluster: `agent_sessions_test_env::pg`), and its two handles
 //! are two pools — two writers, as two hosts would be — so the cross-host lock protocol is
 //! what orders their writes.
 
@@ -15,13 +15,7 @@ use crate::{group_on, Target};
 
 /// The server URL; a test of the `postgres` feature cannot run without one, and must not pass.
 pub fn server_url() -> String {
-    std::env::var("AGENT_SESSIONS_PG_URL").unwrap_or_else(|_| {
-        panic!(
-            "AGENT_SESSIONS_PG_URL is not set: the PostgreSQL tests need a server \
-             (scripts/test.sh starts a throwaway one; or `source scripts/pg-cluster.sh; \
-             pg_cluster_start`)"
-        )
-    })
+    agent_sessions_test_env::pg::url().to_owned()
 }
 
 /// A fresh, empty schema on the test server; the URL whose connections use it.

@@ -1,17 +1,13 @@
-//! What the PostgreSQL test binaries share: the server named by `AGENT_SESSIONS_PG_URL`
-//! (`scripts/test.sh` starts a throwaway one), a schema of its own per test, and raw reads.
+//! What the PostgreSQL test binaries share: the server (`AGENT_SESSIONS_PG_URL`, or a throwaway
+//! cluster the test binary starts: `agent_sessions_test_env::pg`), a schema of its own per
+//! test, and raw reads.
 // Each test binary uses its own subset.
 #![allow(dead_code)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub fn server() -> String {
-    std::env::var("AGENT_SESSIONS_PG_URL").unwrap_or_else(|_| {
-        panic!(
-            "AGENT_SESSIONS_PG_URL is not set: these tests need a PostgreSQL server \
-             (scripts/test.sh starts one)"
-        )
-    })
+    agent_sessions_test_env::pg::url().to_owned()
 }
 
 /// A raw client; waits (up to 180 s) for a server that is still starting up or recovering (the
