@@ -851,6 +851,213 @@ fn loom_registry_open_races_last_close() {
     });
 }
 
+/// How a scenario closes a queue that submitters wait on.
+#[derive(Clone, Copy, Debug)]
+enum CloseBy {
+    /// `Handle::close` (the pool drains on a closer thread).
+    HandleClose,
+    /// `Pool::shutdown` on the calling thread.
+    PoolShutdown,
+    /// The last handle dropped (its `Drop` closes), the waiters holding only the pool.
+    LastDrop,
+}
+// The fourth way, a dead writer abandoning its queue, needs a panic on a pool thread, which
+// fails any loom model: `queue::tests::close_and_abandon_wake_every_waiter` covers `abandon`.
+
+/// An executor's wake-up flag: polled again only once woken, an async submitter can wait
+/// from this one loom thread (loom's thread limit is no bound on how many wait), and one
+/// never woken leaves [`Woken::wait`] blocked, which loom reports as a deadlock.
+struct Woken {
+    woken: loom::sync::Mutex<bool>,
+    cv: loom::sync::Condvar,
+}
+
+impl std::task::Wake for Woken {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &std::sync::Arc<Self>) {
+        *self.woken.lock().unwrap() = true;
+        self.cv.notify_all();
+    }
+}
+
+impl Woken {
+    fn new() -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Woken {
+            woken: loom::sync::Mutex::new(false),
+            cv: loom::sync::Condvar::new(),
+        })
+    }
+
+    fn wait(&self) {
+        let mut woken = self.woken.lock().unwrap();
+        while !*woken {
+            woken = self.cv.wait(woken).unwrap();
+        }
+    }
+}
+
+/// I4, I3: a full queue (capacity 1, one accepted write, the writer held) with four submitters
+/// waiting for space — two blocking threads and two async futures polled from this thread —
+/// closed `how`. More wait than the drain frees slots (one), so a close that wakes only the
+/// head of the line leaves someone waiting for ever (loom: a deadlock). Every waiter must end
+/// with `Closed` (an async one woken, then answered `Closed` when polled again), and the
+/// accepted write must be served.
+fn close_wakes_every_waiter(how: CloseBy) {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    let engine = ModelEngine::new();
+    let pool = Arc::new(
+        Pool::open(
+            engine.clone(),
+            PoolConfig {
+                readers: 0,
+                queue_cap: 1,
+                ..PoolConfig::default()
+            },
+        )
+        .unwrap(),
+    );
+    pool.hold_writer(true);
+    let ctx = Arc::new(());
+    let handle = Handle::<PathBuf, _>::new(pool.clone(), Owner::Private, ());
+    let accepted = handle.submit(add("s", json!("accepted"))).unwrap();
+    let blocked: Vec<_> = ["b1", "b2"]
+        .into_iter()
+        .map(|name| {
+            let (pool, ctx) = (pool.clone(), ctx.clone());
+            thread::spawn(move || pool.submit(&ctx, add("s", json!(name))).map(drop))
+        })
+        .collect();
+    let wakers: Vec<_> = (0..2).map(|_| Woken::new()).collect();
+    let mut waiting: Vec<_> = ["a1", "a2"]
+        .into_iter()
+        .map(|name| Box::pin(pool.submit_async(&ctx, add("s", json!(name)))))
+        .collect();
+    for (future, waker) in waiting.iter_mut().zip(&wakers) {
+        let polled = future
+            .as_mut()
+            .poll(&mut Context::from_waker(&Waker::from(waker.clone())));
+        assert!(polled.is_pending(), "a full queue took a request");
+    }
+    match how {
+        CloseBy::HandleClose => handle.close(),
+        CloseBy::PoolShutdown => pool.shutdown(),
+        CloseBy::LastDrop => drop(handle),
+    }
+    for b in blocked {
+        assert_eq!(
+            b.join().unwrap(),
+            Err(Error::Closed),
+            "a blocked submitter after {how:?}"
+        );
+    }
+    let served = accepted.wait();
+    for (i, (future, waker)) in waiting.iter_mut().zip(&wakers).enumerate() {
+        waker.wait();
+        let polled = future
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+            .map(|r| r.map(drop));
+        assert!(
+            matches!(polled, Poll::Ready(Err(Error::Closed))),
+            "async submitter {i} after {how:?}: {polled:?}"
+        );
+    }
+    drop(waiting);
+    assert_eq!(
+        served,
+        Ok(Outcome::Done),
+        "the accepted write after {how:?}"
+    );
+    pool.closed_latch().wait();
+    assert_eq!(
+        engine.stats.open_now(),
+        0,
+        "connections left open after {how:?}"
+    );
+    assert_eq!(engine.snapshot().rows("s"), vec![Some(json!("accepted"))]);
+}
+
+#[test]
+fn loom_close_wakes_every_waiter() {
+    for how in [
+        CloseBy::HandleClose,
+        CloseBy::PoolShutdown,
+        CloseBy::LastDrop,
+    ] {
+        model(&format!("close_wakes_every_waiter/{how:?}"), move || {
+            close_wakes_every_waiter(how)
+        });
+    }
+}
+
+/// Set when a request queued before the aborting one in its group was undone with it.
+static UNDONE_WITH_THE_GROUP_SEEN: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// I6, I15: three concurrent submitters, one of whose requests takes the whole transaction
+/// with it (as SQLite does on a full disk or some I/O errors). Whatever the grouping and the
+/// order in the group, every reply is `Ok` if and only if its row is stored — requests before
+/// the abort are undone and told so, requests after it run in a fresh transaction — and the
+/// aborting request is never stored. With `next_begin_fails`, the fresh BEGIN fails too, and
+/// the rest of the group is told that. Some interleaving must put a request before the abort in
+/// its group (the test requires it), so the branch that undoes earlier replies is exercised.
+fn a_group_rolled_back_by_the_engine(next_begin_fails: bool) {
+    use agent_sessions::hooks::model_engine::aborting_item;
+    let engine = ModelEngine::new();
+    engine
+        .stats
+        .abort_fails_next_begin
+        .store(next_begin_fails, Ordering::SeqCst);
+    let h = private_handle(&engine, 0, Faults::default());
+    let submit = |item: serde_json::Value| {
+        let h = h.clone();
+        thread::spawn(move || h.call_blocking(add("s", item)))
+    };
+    let a = submit(json!("a"));
+    let b = submit(json!("b"));
+    let aborted = h.call_blocking(add("s", aborting_item()));
+    let replies = [("a", a.join().unwrap()), ("b", b.join().unwrap())];
+    h.close();
+    h.wait_closed();
+    assert!(aborted.is_err(), "the aborting request reported success");
+    let stored = engine.snapshot().rows("s");
+    assert!(
+        !stored.contains(&Some(aborting_item())),
+        "the aborting request was stored"
+    );
+    for (item, reply) in &replies {
+        let is_stored = stored.contains(&Some(json!(item)));
+        assert_eq!(
+            reply.is_ok(),
+            is_stored,
+            "{item}: reply {reply:?}, but stored = {is_stored} (rows {stored:?})"
+        );
+        if let Err(e) = reply {
+            if e.to_string().contains("rolled the transaction back") {
+                UNDONE_WITH_THE_GROUP_SEEN.store(true, StdOrdering::SeqCst);
+            }
+        }
+    }
+}
+
+#[test]
+fn loom_a_group_rolled_back_by_the_engine() {
+    UNDONE_WITH_THE_GROUP_SEEN.store(false, StdOrdering::SeqCst);
+    model("a_group_rolled_back_by_the_engine", || {
+        a_group_rolled_back_by_the_engine(false)
+    });
+    assert!(
+        UNDONE_WITH_THE_GROUP_SEEN.load(StdOrdering::SeqCst),
+        "no interleaving put a request before the abort in its group"
+    );
+    model("a_group_rolled_back_by_the_engine/next_begin_fails", || {
+        a_group_rolled_back_by_the_engine(true)
+    });
+}
+
 // ---- negative controls -----------------------------------------------------------------------
 
 #[test]

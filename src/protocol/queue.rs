@@ -404,6 +404,36 @@ mod tests {
         assert!(matches!(q.push(request()), Err(Error::Closed)));
     }
 
+    /// Closing, and abandoning (a dead consumer), wake every waiter — more of them than a drain
+    /// frees slots — and each then hears `Closed`; abandoning also fails what was queued.
+    #[test]
+    fn close_and_abandon_wake_every_waiter() {
+        for abandon in [false, true] {
+            let q = Queue::<()>::new(1, usize::MAX);
+            let (tx, queued) = reply::channel();
+            let op = Op::AddItems {
+                session: "s".into(),
+                items: vec![serde_json::json!(1)],
+            };
+            q.push(Request::new(Arc::new(()), op, tx)).unwrap();
+            let mut waiting: Vec<Waiting> = (0..4).map(|_| Waiting::new()).collect();
+            for w in &mut waiting {
+                assert!(w.poll(&q).is_pending());
+            }
+            if abandon {
+                q.abandon();
+                assert_eq!(queued.wait(), Err(Error::Closed));
+            } else {
+                q.close();
+            }
+            let woken: Vec<usize> = waiting.iter().map(Waiting::woken).collect();
+            assert_eq!(woken, [1, 1, 1, 1], "abandon = {abandon}");
+            for w in &mut waiting {
+                assert!(matches!(w.poll(&q), Poll::Ready(Err(Error::Closed))));
+            }
+        }
+    }
+
     /// A waiter polled again by a task with another waker (a future moved between tasks) is
     /// woken through the newest one; and a request that got in through `poll_push` counts
     /// against the byte bound as a blocking push's does.
