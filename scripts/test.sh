@@ -5,7 +5,23 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step's wall time, printed as it ends and summed up at the end (docs/ci.md keeps the table).
+stage=""
+stage_start=$(date +%s)
+timings=()
+step() {
+  local now
+  now=$(date +%s)
+  if [ -n "$stage" ]; then timings+=("$(printf '%5ds  %s' $((now - stage_start)) "$stage")"); fi
+  stage=$*
+  stage_start=$now
+  printf '\n==> %s\n' "$*"
+}
+report() {
+  step ""
+  printf '\nstage timings:\n'
+  printf '  %s\n' "${timings[@]}"
+}
 
 # The interop tests run against the real Python SDK (its SQLite sessions, its encryption, its
 # SQLAlchemySession on PostgreSQL through asyncpg and psycopg): they make the venv target/pyenv
@@ -55,3 +71,5 @@ step "loom (LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:=2}, --release, target-l
 export LOOM_MAX_PREEMPTIONS
 RUSTFLAGS="--cfg agent_sessions_loom ${RUSTFLAGS:-}" CARGO_TARGET_DIR=target-loom \
   cargo test --release -p loom-tests
+
+report
