@@ -78,6 +78,23 @@ pub use protocol::pool::PoolStats;
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
+/// The examples of `docs/`, compiled and run as doctests like the README's.
+#[cfg(doctest)]
+pub mod docs_doctests {
+    #[doc = include_str!("../docs/library.md")]
+    pub struct Library;
+    #[doc = include_str!("../docs/postgres.md")]
+    pub struct Postgres;
+    #[doc = include_str!("../docs/design.md")]
+    pub struct Design;
+    #[doc = include_str!("../docs/verification.md")]
+    pub struct Verification;
+    #[doc = include_str!("../docs/performance.md")]
+    pub struct Performance;
+    #[doc = include_str!("../docs/cli.md")]
+    pub struct Cli;
+}
+
 /// Internals for this workspace's loom and property suites (feature `test-hooks`): the protocol
 /// modules, the model engine and the fault switches. Not part of the public API; never enable
 /// the feature in production.

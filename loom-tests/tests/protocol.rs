@@ -898,8 +898,8 @@ impl Woken {
     }
 }
 
-/// I4, I3: a full queue (capacity 1, one accepted write, the writer held) with four submitters
-/// waiting for space — two blocking threads and two async futures polled from this thread —
+/// I4, I3: a full queue (capacity 1, one accepted write, the writer held) with three submitters
+/// waiting for space — a blocking thread and two async futures polled from this thread —
 /// closed `how`. More wait than the drain frees slots (one), so a close that wakes only the
 /// head of the line leaves someone waiting for ever (loom: a deadlock). Every waiter must end
 /// with `Closed` (an async one woken, then answered `Closed` when polled again), and the
@@ -923,7 +923,7 @@ fn close_wakes_every_waiter(how: CloseBy) {
     let ctx = Arc::new(());
     let handle = Handle::<PathBuf, _>::new(pool.clone(), Owner::Private, ());
     let accepted = handle.submit(add("s", json!("accepted"))).unwrap();
-    let blocked: Vec<_> = ["b1", "b2"]
+    let blocked: Vec<_> = ["b1"]
         .into_iter()
         .map(|name| {
             let (pool, ctx) = (pool.clone(), ctx.clone());
