@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 root=$PWD
 # The package builds in its own target dir (python/target), the one pip's build uses too, so
 # the second build is incremental; a CARGO_TARGET_DIR from outside is not the user's path.
-unset CARGO_TARGET_DIR
+unset CARGO_TARGET_DIR CARGO_PROFILE_RELEASE_DEBUG
 work="$root/target/python-work"
 mkdir -p "$work"
 # What the tests see: the machine's environment without any variable of this project's or of
