@@ -126,8 +126,9 @@ pub mod pg {
     pub struct Server {
         /// `postgresql://…` of its `postgres` database.
         pub url: String,
-        /// The cluster this process started (`None`: a server named from outside, which the
-        /// tests never restart).
+        /// The throwaway cluster behind it, when known — started here, or by
+        /// `scripts/pg-cluster.sh` (`PG_BIN`, `PG_CLUSTER_DIR`). `None`: a server named from
+        /// outside, which the tests never restart.
         pub cluster: Option<Cluster>,
     }
 
