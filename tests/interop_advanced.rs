@@ -8,6 +8,9 @@
 //!    (`sqlite_master`, messages byte for byte, structure rows with types, tool names and
 //!    numbering, usage with its JSON details, reservations, generations, ids), and the Python
 //!    SDK reads it exactly as it reads its own file.
+//! 3. With no Python: the same steps here give the SDK's rows, step results and reads as
+//!    `tests/python/make_known_answers.py` recorded them once (`tests/data/known_answers.json`),
+//!    so a plain `cargo test` pins the structure and usage rows too.
 //!
 //! The Python side is `tests/python/advanced_interop.py`, run with `AGENT_SESSIONS_PYTHON`, or the venv `target/pyenv` the
 //! tests make on first use (`agent_sessions_test_env::python`). Where neither can be had they do
@@ -38,85 +41,12 @@ const SEARCH_TERMS: [&str; 9] = [
     "😀",
 ];
 
-/// The conversation both sides write: one step per call, as the Python script reads them.
+/// The conversation both sides write, one step per call as the Python script reads them
+/// (`tests/data/advanced_steps.json`: user and assistant messages, function calls and outputs,
+/// MCP calls, tool search, odd tool names, usage with and without details, branches by turn and
+/// by content, pops, a deleted branch, a clear).
 fn steps() -> Vec<Value> {
-    let details_in =
-        json!({"cache_write_tokens": 5, "cached_tokens": 10, "cache_write_tokens_details": null});
-    let zero_in =
-        json!({"cache_write_tokens": 0, "cached_tokens": 0, "cache_write_tokens_details": null});
-    let usage = |requests: i64, input: i64, output: i64, inp: &Value, reasoning: i64| {
-        json!({"session": "conv", "op": "usage", "requests": requests, "input_tokens": input,
-               "output_tokens": output, "total_tokens": input + output,
-               "input_details": inp, "output_details": {"reasoning_tokens": reasoning}})
-    };
-    vec![
-        json!({"session": "conv", "op": "add", "items": [
-            {"role": "user", "content": "Hello! What's the weather in Paris today? Please answer in detail, I am planning a long walk along the Seine river this afternoon."},
-            {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": "{\"city\": \"Paris\"}"},
-            {"type": "function_call_output", "call_id": "call_1", "output": "Sunny, 22C"},
-            {"id": "msg_1", "type": "message", "role": "assistant", "status": "completed",
-             "content": [{"type": "output_text", "text": "It is sunny and 22°C.", "annotations": []}]}
-        ]}),
-        usage(2, 120, 30, &details_in, 7),
-        json!({"session": "conv", "op": "add", "items": [
-            {"role": "user", "type": "message", "content": [{"type": "input_text", "text": "Now check my calendar via MCP and the weather again"}]},
-            {"type": "mcp_call", "id": "mcp_1", "server_label": "calendar", "name": "list_events", "arguments": "{}", "output": "[]"},
-            {"type": "mcp_list_tools", "id": "mcpl_1", "server_label": "calendar", "tools": []},
-            {"type": "mcp_approval_request", "id": "mcpa_1", "server_label": "calendar", "name": "delete_event", "arguments": "{}"},
-            {"role": "assistant", "content": "You have no events."}
-        ]}),
-        usage(3, 300, 30, &zero_in, 0),
-        usage(4, 310, 31, &zero_in, 1),
-        json!({"session": "conv", "op": "add", "items": [
-            {"role": "user", "content": "Find a tool: 100% café_bar \"quoted\" ünïcode 😀"},
-            {"type": "tool_search_call", "id": "ts_1", "call_id": "ts_1", "arguments": {"q": "x"}, "execution": "client", "status": "completed"},
-            {"type": "tool_search_output", "id": "tso_1", "call_id": "ts_1", "tools": [], "execution": "client", "status": "completed"},
-            {"type": "tool_search_output", "id": "tso_2", "call_id": "ts_2", "tools": []},
-            {"type": "function_call", "call_id": "c2", "name": "lookup", "namespace": "crm", "arguments": "{}"},
-            {"type": "function_call", "call_id": "c3", "name": "same", "namespace": "same", "arguments": "{}"},
-            {"type": "function_call", "call_id": "c4", "name": "", "arguments": "{}"},
-            {"type": "shell_call", "call_id": "c5", "action": {"commands": ["ls"]}},
-            {"type": "apply_patch_call", "call_id": "c6"},
-            {"type": "computer_call", "call_id": "c7"},
-            {"type": "web_search_call", "id": "ws"},
-            {"type": "file_search_call", "id": "fs"},
-            {"type": "code_interpreter_call", "id": "ci"},
-            {"type": "custom_tool_call", "name": 5},
-            {"type": "mcp_call", "server_label": "srv"},
-            {"type": "mcp_approval_request", "server_label": null, "name": "tool"},
-            {"type": "mcp_call", "server_label": "", "name": ""},
-            {"type": "mcp_call", "name": "nolabel", "namespace": "ns"},
-            {"type": "x", "name": true, "namespace": 1.5},
-            {"type": "reasoning", "id": "rs_1", "summary": []},
-            {"role": "system", "content": "sys note"},
-            {"role": "developer", "type": "message", "content": "dev note"},
-            {"content": "no role no type"},
-            "a bare string",
-            [1, 2]
-        ]}),
-        usage(1, 1, 1, &zero_in, 0),
-        json!({"session": "conv", "op": "branch", "turn": 2, "name": "alt"}),
-        json!({"session": "conv", "op": "add", "items": [
-            {"role": "user", "content": "Alternative turn 2: tell me about the weather in Rome"},
-            {"role": "assistant", "content": "Rome is warm."}
-        ]}),
-        usage(1, 50, 5, &zero_in, 0),
-        json!({"session": "conv", "op": "switch", "branch": "main"}),
-        json!({"session": "conv", "op": "branch", "turn": 1, "name": "empty"}),
-        json!({"session": "conv", "op": "switch", "branch": "main"}),
-        json!({"session": "conv", "op": "branch_content", "term": "CALENDAR", "name": "third"}),
-        json!({"session": "conv", "op": "pop"}),
-        json!({"session": "conv", "op": "switch", "branch": "main"}),
-        json!({"session": "conv", "op": "branch", "turn": 3, "name": "doomed"}),
-        json!({"session": "conv", "op": "add", "items": [{"role": "user", "content": "doomed turn"}]}),
-        json!({"session": "conv", "op": "switch", "branch": "main"}),
-        json!({"session": "conv", "op": "delete", "branch": "doomed"}),
-        json!({"session": "conv", "op": "pop"}),
-        json!({"session": "B", "op": "add", "items": [{"role": "assistant", "content": "turn zero"}]}),
-        json!({"session": "B", "op": "add", "items": [{"role": "user", "content": "b1"}, {"role": "assistant", "content": "a1"}]}),
-        json!({"session": "B", "op": "clear"}),
-        json!({"session": "B", "op": "add", "items": [{"role": "user", "content": "again"}]}),
-    ]
+    serde_json::from_str(include_str!("data/advanced_steps.json")).unwrap()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -563,4 +493,98 @@ fn a_clear_by_python_sends_a_live_handle_here_back_to_main() {
     ));
     store.close();
     store.wait_closed_blocking();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Known answers: what the SDK wrote and read for the same steps, committed as data
+
+/// The SDK's `rows` of the steps' file, its step results and its reads (times blanked), made by
+/// `tests/python/make_known_answers.py`.
+fn known_answers() -> Value {
+    let all: Value = serde_json::from_str(include_str!("data/known_answers.json")).unwrap();
+    all["advanced"].clone()
+}
+
+/// `advanced_interop.py rows`, read here: the same queries, SQLite values as JSON.
+fn rows_here(db: &Path) -> Value {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let query = |sql: &str| -> Value {
+        let mut stmt = conn.prepare(sql).unwrap();
+        let columns = stmt.column_count();
+        let rows = stmt
+            .query_map([], |row| {
+                (0..columns)
+                    .map(|i| {
+                        Ok(match row.get_ref(i)? {
+                            rusqlite::types::ValueRef::Null => Value::Null,
+                            rusqlite::types::ValueRef::Integer(n) => json!(n),
+                            rusqlite::types::ValueRef::Real(x) => json!(x),
+                            rusqlite::types::ValueRef::Text(t) => {
+                                json!(std::str::from_utf8(t).unwrap())
+                            }
+                            rusqlite::types::ValueRef::Blob(_) => panic!("a blob in {sql}"),
+                        })
+                    })
+                    .collect::<rusqlite::Result<Vec<Value>>>()
+                    .map(Value::Array)
+            })
+            .unwrap();
+        Value::Array(rows.collect::<rusqlite::Result<_>>().unwrap())
+    };
+    json!({
+        "sqlite_master": query("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY rowid"),
+        "agent_sessions": query("SELECT session_id FROM agent_sessions ORDER BY rowid"),
+        "agent_messages": query(
+            "SELECT id, session_id, message_data, typeof(message_data) FROM agent_messages ORDER BY id"
+        ),
+        "message_structure": query(
+            "SELECT id, session_id, message_id, branch_id, message_type, sequence_number, \
+             user_turn_number, branch_turn_number, tool_name FROM message_structure ORDER BY id"
+        ),
+        "turn_usage": query(
+            "SELECT id, session_id, branch_id, user_turn_number, requests, input_tokens, \
+             output_tokens, total_tokens, input_tokens_details, output_tokens_details \
+             FROM turn_usage ORDER BY id"
+        ),
+        "branch_reservations": query(
+            "SELECT session_id, branch_id FROM branch_reservations ORDER BY rowid"
+        ),
+        "session_clear_generations": query(
+            "SELECT session_id, generation FROM session_clear_generations ORDER BY session_id"
+        ),
+        "sqlite_sequence": query("SELECT name, seq FROM sqlite_sequence ORDER BY rowid"),
+    })
+}
+
+/// With no Python: the steps run here write the SDK's rows (schema, message bytes, structure
+/// rows with their types, tool names and numbering, usage rows with their JSON details,
+/// reservations, generations, ids) and read back what the SDK read from its own file.
+#[test]
+fn the_same_conversation_written_here_has_the_sdks_known_rows_and_reads() {
+    let known = known_answers();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("rust.db");
+    let results = run_steps_here(&db, &steps());
+    assert_same("step results", &results, &known["results"]);
+    let rows = rows_here(&db);
+    let tables = known["rows"].as_object().unwrap();
+    assert_eq!(tables.len(), 8, "the known answers hold every table");
+    for (table, theirs) in tables {
+        assert_same(&format!("table {table}"), &rows[table], theirs);
+    }
+    // Each structure and usage table holds rows to compare (a table left empty pins nothing).
+    for table in ["message_structure", "turn_usage", "branch_reservations"] {
+        assert!(!tables[table].as_array().unwrap().is_empty(), "{table}");
+    }
+    let reads = known["reads"].as_object().unwrap();
+    for (session, branches) in [
+        ("conv", &CONV_BRANCHES[..]),
+        ("B", &[None, Some("main")][..]),
+    ] {
+        assert_same(
+            &format!("reads of session {session}"),
+            &without_times(&read_here(&db, session, branches)),
+            &reads[session],
+        );
+    }
 }

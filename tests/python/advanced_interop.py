@@ -97,9 +97,8 @@ async def _step(sessions: dict, db: str, step: dict):
     raise SystemExit(f"unknown step {op!r}")
 
 
-async def _run(db: str, steps_file: str) -> None:
-    with open(steps_file, encoding="utf-8") as f:
-        steps = json.load(f)
+async def run_steps(db: str, steps: list) -> list:
+    """Run `steps` on `db`; the list of their results."""
     sessions: dict = {}
     results = []
     try:
@@ -108,10 +107,11 @@ async def _run(db: str, steps_file: str) -> None:
     finally:
         for s in sessions.values():
             s.close()
-    _emit(results)
+    return results
 
 
-async def _read(db: str, session: str, branches_json: str) -> None:
+async def read(db: str, session: str, branches: list) -> dict:
+    """Everything a fresh handle reads about `session` (see `read` above)."""
     from agents.extensions.memory.advanced_sqlite_session import AdvancedSQLiteSession
 
     s = AdvancedSQLiteSession(session_id=session, db_path=db)
@@ -121,7 +121,7 @@ async def _read(db: str, session: str, branches_json: str) -> None:
             "session_usage": await s.get_session_usage(),
             "branches": [],
         }
-        for b in json.loads(branches_json):
+        for b in branches:
             out["branches"].append(
                 {
                     "branch": b,
@@ -139,36 +139,35 @@ async def _read(db: str, session: str, branches_json: str) -> None:
             )
     finally:
         s.close()
-    _emit(out)
+    return out
 
 
-def _rows(db: str) -> None:
+def rows(db: str) -> dict:
+    """The raw file (see `rows` above)."""
     conn = sqlite3.connect(db)
     try:
         q = lambda sql: [list(r) for r in conn.execute(sql).fetchall()]  # noqa: E731
-        _emit(
-            {
-                "sqlite_master": q("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY rowid"),
-                "agent_sessions": q("SELECT session_id FROM agent_sessions ORDER BY rowid"),
-                "agent_messages": q(
-                    "SELECT id, session_id, message_data, typeof(message_data) FROM agent_messages ORDER BY id"
-                ),
-                "message_structure": q(
-                    "SELECT id, session_id, message_id, branch_id, message_type, sequence_number, "
-                    "user_turn_number, branch_turn_number, tool_name FROM message_structure ORDER BY id"
-                ),
-                "turn_usage": q(
-                    "SELECT id, session_id, branch_id, user_turn_number, requests, input_tokens, "
-                    "output_tokens, total_tokens, input_tokens_details, output_tokens_details "
-                    "FROM turn_usage ORDER BY id"
-                ),
-                "branch_reservations": q("SELECT session_id, branch_id FROM branch_reservations ORDER BY rowid"),
-                "session_clear_generations": q(
-                    "SELECT session_id, generation FROM session_clear_generations ORDER BY session_id"
-                ),
-                "sqlite_sequence": q("SELECT name, seq FROM sqlite_sequence ORDER BY rowid"),
-            }
-        )
+        return {
+            "sqlite_master": q("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY rowid"),
+            "agent_sessions": q("SELECT session_id FROM agent_sessions ORDER BY rowid"),
+            "agent_messages": q(
+                "SELECT id, session_id, message_data, typeof(message_data) FROM agent_messages ORDER BY id"
+            ),
+            "message_structure": q(
+                "SELECT id, session_id, message_id, branch_id, message_type, sequence_number, "
+                "user_turn_number, branch_turn_number, tool_name FROM message_structure ORDER BY id"
+            ),
+            "turn_usage": q(
+                "SELECT id, session_id, branch_id, user_turn_number, requests, input_tokens, "
+                "output_tokens, total_tokens, input_tokens_details, output_tokens_details "
+                "FROM turn_usage ORDER BY id"
+            ),
+            "branch_reservations": q("SELECT session_id, branch_id FROM branch_reservations ORDER BY rowid"),
+            "session_clear_generations": q(
+                "SELECT session_id, generation FROM session_clear_generations ORDER BY session_id"
+            ),
+            "sqlite_sequence": q("SELECT name, seq FROM sqlite_sequence ORDER BY rowid"),
+        }
     finally:
         conn.close()
 
@@ -180,11 +179,14 @@ def main(argv: list[str]) -> None:
     if cmd == "version":
         _emit(version("openai-agents"))
     elif cmd == "run":
-        asyncio.run(_run(*args))
+        db, steps_file = args
+        with open(steps_file, encoding="utf-8") as f:
+            _emit(asyncio.run(run_steps(db, json.load(f))))
     elif cmd == "read":
-        asyncio.run(_read(*args))
+        db, session, branches = args
+        _emit(asyncio.run(read(db, session, json.loads(branches))))
     elif cmd == "rows":
-        _rows(*args)
+        _emit(rows(*args))
     else:
         raise SystemExit(f"unknown command {cmd!r}\n{__doc__}")
 

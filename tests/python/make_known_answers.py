@@ -1,18 +1,27 @@
 """Writes tests/data/known_answers.json: formats shared with Python, as the OpenAI Agents SDK
 (openai-agents 0.24.0) and `cryptography` produce them, so that a plain `cargo test` — with no
-Python — checks this crate against them (tests/known_answers.rs and the unit tests of
-src/api/encrypted.rs).
+Python — checks this crate against them (tests/known_answers.rs, the unit tests of
+src/api/encrypted.rs, and tests/interop_advanced.rs for the Advanced session: the rows its
+`AdvancedSQLiteSession` writes for the steps of tests/data/advanced_steps.json, and what it
+reads back).
 
 Run once, with a Python that has openai-agents[encrypt]==0.24.0 (target/pyenv has it):
     target/pyenv/bin/python tests/python/make_known_answers.py > tests/data/known_answers.json
 The output is deterministic (fixed keys, times and IVs), so rerunning it must change nothing.
 """
 
+import asyncio
 import base64
 import json
+import os
 import sys
+import tempfile
 
 from agents.extensions.memory import encrypt_session as sdk
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import advanced_interop  # noqa: E402  (the driver of the Advanced interop tests, beside this file)
 
 # Items whose encodings differ most easily: escapes, astral characters, floats, big integers,
 # key order, nesting, empty containers.
@@ -65,6 +74,38 @@ def encryption_cases():
     return cases
 
 
+# The branches read for each session (tests/interop_advanced.rs reads the same).
+READS = {"conv": [None, "main", "alt", "third", "empty"], "B": [None, "main"]}
+
+
+def without_times(value):
+    """What depends on the clock blanked (timestamps; the branch listing order they decide)."""
+    if isinstance(value, dict):
+        out = {
+            k: "" if k in ("timestamp", "created_at") and isinstance(v, str) else without_times(v)
+            for k, v in value.items()
+        }
+        if isinstance(out.get("list_branches"), list):
+            out["list_branches"].sort(key=lambda b: json.dumps(b["branch_id"]))
+        return out
+    if isinstance(value, list):
+        return [without_times(v) for v in value]
+    return value
+
+
+def advanced_case():
+    with open(os.path.join(HERE, "..", "data", "advanced_steps.json"), encoding="utf-8") as f:
+        steps = json.load(f)
+    with tempfile.TemporaryDirectory() as d:
+        db = os.path.join(d, "advanced.db")
+        results = asyncio.run(advanced_interop.run_steps(db, steps))
+        reads = {
+            session: without_times(asyncio.run(advanced_interop.read(db, session, branches)))
+            for session, branches in READS.items()
+        }
+        return {"results": results, "rows": advanced_interop.rows(db), "reads": reads}
+
+
 def main():
     data = {
         "made_with": "openai-agents 0.24.0 (agents.extensions.memory.encrypt_session), "
@@ -72,6 +113,9 @@ def main():
         # What SQLiteSession stores as message_data: json.dumps(item).
         "json_dumps": [{"item": item, "text": json.dumps(item)} for item in ITEMS],
         "encryption": encryption_cases(),
+        # AdvancedSQLiteSession on the steps of advanced_steps.json: step results, the file's
+        # rows (created_at left out), and the reads of a fresh handle (times blanked).
+        "advanced": advanced_case(),
     }
     json.dump(data, sys.stdout, indent=1, ensure_ascii=True)
     sys.stdout.write("\n")
