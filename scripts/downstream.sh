@@ -4,7 +4,7 @@
 # library's own dependencies, and its internals (pool, sync shim) unreachable.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="$PWD/target/downstream"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target/downstream}"
 
 deps=$(cargo tree -p agent-sessions -e normal --prefix none --format '{p}' | awk '{print $1}' | sort -u)
 if grep -qxE 'clap|tokio' <<<"$deps"; then
