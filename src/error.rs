@@ -8,8 +8,27 @@ use std::fmt;
 use crate::protocol::sync::Arc;
 
 /// Everything an operation on a store can fail with. Messages name the session, table or branch
-/// concerned and say what to do where something can be done. Match on [`Error::kind`] for a
-/// stable classification; new variants may be added in minor releases.
+/// concerned and say what to do where something can be done.
+///
+/// **Match on [`Error::kind`]**, not on the variants: the kinds are the stable classification
+/// (the same on SQLite and PostgreSQL), while variants may gain fields or siblings in minor
+/// releases.
+///
+/// ```
+/// use agent_sessions::{ErrorKind, Store};
+/// use serde_json::json;
+///
+/// let store = Store::builder(":memory:").create_structure_tables(true).open()?;
+/// let session = store.advanced_session("a")?.blocking();
+/// session.add_items(vec![json!({"role": "user", "content": "hi"})])?;
+/// match session.create_branch_from_turn(7, None) {
+///     Ok(branch) => println!("on {branch}"),
+///     Err(e) if e.kind() == ErrorKind::NotFound => println!("no such turn: {e}"),
+///     Err(e) if e.is_retryable() => println!("try again later: {e}"),
+///     Err(e) => return Err(e),
+/// }
+/// # Ok::<(), agent_sessions::Error>(())
+/// ```
 #[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

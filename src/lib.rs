@@ -26,7 +26,7 @@
 //! [`BlockingSession`] / [`BlockingAdvancedSession`].
 //! Advanced sessions (turns, branches and per-turn usage, in the SDK's structure tables) come
 //! from a store opened with [`StoreBuilder::create_structure_tables`]; see
-//! [`AdvancedSqliteSession`].
+//! [`AdvancedSession`].
 //!
 //! ## Layout
 //!
@@ -58,20 +58,59 @@ mod trace;
 
 pub use agent_sessions_model as model;
 pub use agent_sessions_model::{
-    AdvancedAnswer, AdvancedOp, BranchInfo, HandleView, Item, Model, Op, Outcome, SessionDump,
+    AdvancedAnswer, AdvancedOp, BranchInfo, HandleView, Item, Op, Outcome, SessionDump,
     SessionInfo, StructureStatus, ToolUse, TurnAnchor, TurnGroup, TurnItem, TurnUsage, Usage,
     UsageTotals,
 };
-pub use api::advanced::{AdvancedSqliteSession, BlockingAdvancedSession, ConversationTurn};
+pub use api::advanced::{AdvancedSession, BlockingAdvancedSession, ConversationTurn};
 pub use api::builder::{Database, StoreBuilder};
 pub use api::encrypted::{EncryptedSession, EncryptionKey, EncryptionOptions, PopRule};
-pub use api::prune::PRUNE_BATCH;
-pub use api::session::{BlockingSession, ModelSession, Session, SqliteSession};
+pub use api::session::{BasicSession, BlockingSession, Session};
 pub use api::store::{SessionSettings, Store};
 pub use engine::Durability;
 pub use error::{Error, ErrorKind, Result, Source};
 pub use protocol::handle::BoxFuture;
 pub use protocol::pool::PoolStats;
+
+pub mod testing {
+    //! The reference model, for testing code that works with sessions: [`Model`], the semantics
+    //! every engine of this crate is checked against, and [`ModelSession`], a [`Session`] over
+    //! it that needs no store (what a wrapper such as [`EncryptedSession`] can be tested on).
+    //!
+    //! [`Session`]: crate::Session
+    //! [`EncryptedSession`]: crate::EncryptedSession
+    pub use crate::api::session::ModelSession;
+    pub use agent_sessions_model::Model;
+}
+
+// Names of 0.1, kept deprecated for one release (CHANGELOG: 0.2.0, migration).
+/// Renamed [`BasicSession`].
+#[deprecated(
+    since = "0.2.0",
+    note = "renamed `BasicSession`: the same handle on every engine"
+)]
+pub type SqliteSession = BasicSession;
+/// Renamed [`AdvancedSession`].
+#[deprecated(
+    since = "0.2.0",
+    note = "renamed `AdvancedSession`: the same handle on every engine"
+)]
+pub type AdvancedSqliteSession = AdvancedSession;
+/// Moved to [`testing::ModelSession`].
+#[deprecated(
+    since = "0.2.0",
+    note = "moved to `agent_sessions::testing::ModelSession`"
+)]
+pub type ModelSession = testing::ModelSession;
+/// Moved to [`testing::Model`].
+#[deprecated(since = "0.2.0", note = "moved to `agent_sessions::testing::Model`")]
+pub type Model = testing::Model;
+/// The number of sessions one prune transaction deletes: an implementation detail.
+#[deprecated(
+    since = "0.2.0",
+    note = "an implementation detail of `Store::prune`, no longer public"
+)]
+pub const PRUNE_BATCH: u64 = api::prune::PRUNE_BATCH;
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]
@@ -102,6 +141,7 @@ pub mod docs_doctests {
 #[doc(hidden)]
 pub mod hooks {
     #![allow(missing_docs)]
+    pub use crate::api::prune::PRUNE_BATCH;
     pub use crate::engine::model as model_engine;
     pub use crate::engine::pg_decide;
     pub use crate::protocol::{engine, handle, latch, pointer, pool, queue, registry, reply, sync};

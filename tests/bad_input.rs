@@ -2,7 +2,8 @@
 //! wrong. Items too deep to read back are refused; huge ids and multi-megabyte items round-trip;
 //! a damaged database file is a clear error.
 
-use agent_sessions::{Error, Model, Op, Store};
+use agent_sessions::testing::Model;
+use agent_sessions::{Error, Op, Store};
 use agent_sessions_model::MAX_DEPTH;
 use serde_json::{json, Value};
 

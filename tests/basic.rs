@@ -1,7 +1,8 @@
 //! Basic-session semantics (SPEC §5.2) on real SQLite files, each answer compared with the
 //! reference model running the same operations.
 
-use agent_sessions::{Error, Model, Op, Outcome, SessionSettings, Store};
+use agent_sessions::testing::Model;
+use agent_sessions::{Error, Op, Outcome, SessionSettings, Store};
 use serde_json::{json, Value};
 
 /// Runs every op on the store and on the model and asserts identical outcomes.
@@ -348,7 +349,7 @@ async fn async_api_matches_blocking_api() {
     s.clear_session().await.unwrap();
     let sessions: Vec<Box<dyn agent_sessions::Session>> = vec![
         Box::new(s.clone()),
-        Box::new(agent_sessions::ModelSession::new("model")),
+        Box::new(agent_sessions::testing::ModelSession::new("model")),
     ];
     for session in &sessions {
         session.add_items(vec![json!(1), json!(2)]).await.unwrap();
@@ -503,7 +504,7 @@ fn the_wal_is_checkpointed_into_the_database_as_it_grows() {
 /// here), lists each once, and leaves sessions updated after the cut-off alone.
 #[tokio::test(flavor = "current_thread")]
 async fn pruning_lists_then_deletes_every_idle_session_batch_by_batch() {
-    use agent_sessions::PRUNE_BATCH;
+    use agent_sessions::hooks::PRUNE_BATCH;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("prune.db");
     let store = Store::open(&path).unwrap();
@@ -555,4 +556,116 @@ async fn pruning_lists_then_deletes_every_idle_session_batch_by_batch() {
         store.session("fresh").get_items(None).await.unwrap(),
         vec![json!("kept")]
     );
+}
+
+/// A session over the model that counts its clears: `Forwarding` hands `replace_items` to the
+/// model (one operation), `Defaulting` leaves it to the trait's default (clear, then add).
+macro_rules! counting_session {
+    ($name:ident $(, $replace:item)?) => {
+        struct $name {
+            inner: agent_sessions::testing::ModelSession,
+            clears: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        }
+        impl agent_sessions::Session for $name {
+            fn session_id(&self) -> &str {
+                self.inner.session_id()
+            }
+            fn get_items(&self, limit: Option<i64>) -> BoxFuture<'_, Result<Vec<Value>, Error>> {
+                self.inner.get_items(limit)
+            }
+            fn add_items(&self, items: Vec<Value>) -> BoxFuture<'_, Result<(), Error>> {
+                self.inner.add_items(items)
+            }
+            fn pop_item(&self) -> BoxFuture<'_, Result<Option<Value>, Error>> {
+                self.inner.pop_item()
+            }
+            fn clear_session(&self) -> BoxFuture<'_, Result<(), Error>> {
+                self.clears.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.inner.clear_session()
+            }
+            $($replace)?
+        }
+    };
+}
+use agent_sessions::BoxFuture;
+counting_session!(Defaulting);
+counting_session!(
+    Forwarding,
+    fn replace_items(&self, items: Vec<Value>) -> BoxFuture<'_, Result<(), Error>> {
+        self.inner.replace_items(items)
+    }
+);
+
+/// `Session::replace_items` through the trait: every session type of the crate replaces the
+/// history (an encrypted one stores envelopes), a `Box<dyn Session>` forwards to the type's own
+/// replace rather than the default, and the default is clear then add.
+#[tokio::test(flavor = "current_thread")]
+async fn replace_items_through_the_session_trait() {
+    use agent_sessions::testing::ModelSession;
+    use agent_sessions::{EncryptedSession, EncryptionKey, Session};
+    let store = Store::builder(":memory:")
+        .create_structure_tables(true)
+        .open()
+        .unwrap();
+    let key = EncryptionKey::new("k").unwrap();
+    let sessions: Vec<Box<dyn Session>> = vec![
+        Box::new(store.session("basic")),
+        Box::new(store.advanced_session("advanced").unwrap()),
+        Box::new(EncryptedSession::new(store.session("encrypted"), &key)),
+        Box::new(ModelSession::new("model")),
+    ];
+    for s in &sessions {
+        s.add_items(vec![json!(1), json!(2)]).await.unwrap();
+        s.replace_items(vec![json!("summary"), json!(3)])
+            .await
+            .unwrap();
+        assert_eq!(
+            s.get_items(None).await.unwrap(),
+            vec![json!("summary"), json!(3)],
+            "{}",
+            s.session_id()
+        );
+    }
+    let stored = store.session("encrypted").get_items(None).await.unwrap();
+    assert_eq!(stored.len(), 2);
+    assert!(
+        stored.iter().all(|row| row["__enc__"] == json!(1)),
+        "{stored:?}"
+    );
+
+    let forwarding_clears = std::sync::Arc::default();
+    let defaulting_clears = std::sync::Arc::default();
+    let counted: [(
+        Box<dyn Session>,
+        &std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        usize,
+    ); 2] = [
+        (
+            Box::new(Forwarding {
+                inner: ModelSession::new("f"),
+                clears: std::sync::Arc::clone(&forwarding_clears),
+            }),
+            &forwarding_clears,
+            0,
+        ),
+        (
+            Box::new(Defaulting {
+                inner: ModelSession::new("d"),
+                clears: std::sync::Arc::clone(&defaulting_clears),
+            }),
+            &defaulting_clears,
+            1,
+        ),
+    ];
+    for (s, clears, expected) in counted {
+        s.add_items(vec![json!(1)]).await.unwrap();
+        s.replace_items(vec![json!(2)]).await.unwrap();
+        assert_eq!(s.get_items(None).await.unwrap(), vec![json!(2)]);
+        assert_eq!(
+            clears.load(std::sync::atomic::Ordering::Relaxed),
+            expected,
+            "{}",
+            s.session_id()
+        );
+    }
 }

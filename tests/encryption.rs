@@ -16,9 +16,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, UNIX_EPOCH};
 
+use agent_sessions::testing::ModelSession;
 use agent_sessions::{
-    EncryptedSession, EncryptionKey, EncryptionOptions, Error, ModelSession, PopRule, Session,
-    SessionSettings, Store,
+    EncryptedSession, EncryptionKey, EncryptionOptions, Error, PopRule, Session, SessionSettings,
+    Store,
 };
 use rusqlite::Connection;
 use serde_json::{json, Value};
@@ -433,7 +434,7 @@ fn the_pop_rule_can_be_chosen_where_the_type_is_hidden() {
     assert!(block(store.session("s").get_items(None))
         .unwrap()
         .is_empty());
-    // And the other way round: a SqliteSession whose pops skip what they cannot read.
+    // And the other way round: a BasicSession whose pops skip what they cannot read.
     block(theirs.add_items(vec![json!(3)])).unwrap();
     let skip = EncryptedSession::with_options(
         store.session("s"),

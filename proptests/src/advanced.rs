@@ -1,5 +1,5 @@
 //! Strategies and the sequential runner for Advanced operations: several real session handles
-//! (each an [`AdvancedSqliteSession`] with its own branch pointer per session), basic operations
+//! (each an [`AdvancedSession`] with its own branch pointer per session), basic operations
 //! mixed in on the same sessions, group commits, reopen; every answer compared with the model's,
 //! every handle's view with the model's merge of the views it reported (the oracle), then every
 //! row of every table.
@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use agent_sessions::{AdvancedSqliteSession, Error, Op, Outcome};
+use agent_sessions::{AdvancedSession, Error, Op, Outcome};
 use agent_sessions_model::advanced::{
     AdvancedAnswer, AdvancedOp, HandleView, StructureRow, TurnAnchor, Usage,
 };
@@ -140,7 +140,7 @@ pub fn astep() -> impl Strategy<Value = AStep> {
 /// How the runner gets its real session handles.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Handles {
-    /// One [`AdvancedSqliteSession`] per (handle number, session), kept until a reopen closes
+    /// One [`AdvancedSession`] per (handle number, session), kept until a reopen closes
     /// its store.
     Kept,
     /// Negative control: a fresh handle for every operation (on `main`, no generation seen), as
@@ -153,7 +153,7 @@ pub enum Handles {
 /// every operation the real handle's view must equal the oracle's.
 struct Harness {
     mode: Handles,
-    real: HashMap<(usize, String), AdvancedSqliteSession>,
+    real: HashMap<(usize, String), AdvancedSession>,
     oracle: HashMap<(usize, String), HandleView>,
 }
 
@@ -163,7 +163,7 @@ impl Harness {
         target: &dyn Target,
         h: usize,
         s: &str,
-    ) -> Result<AdvancedSqliteSession, String> {
+    ) -> Result<AdvancedSession, String> {
         let key = (h, s.to_owned());
         if self.mode == Handles::Kept {
             if let Some(handle) = self.real.get(&key) {

@@ -1,5 +1,5 @@
 //! Advanced-session semantics (SPEC §5.3) on real SQLite files, scenario by scenario. Every
-//! operation runs through a real session handle (`AdvancedSqliteSession`, its branch pointer
+//! operation runs through a real session handle (`AdvancedSession`, its branch pointer
 //! included) and on the reference model and must give the same answer; the handle's view must
 //! equal the model's merge of the views it reported; after every operation the whole database —
 //! every row of every table, by the property tests' comparator — must equal the model's rows
@@ -8,9 +8,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use agent_sessions::testing::Model;
 use agent_sessions::{
-    AdvancedAnswer, AdvancedOp, AdvancedSqliteSession, Error, HandleView, Model, Op, Outcome,
-    Store, StructureStatus, Usage,
+    AdvancedAnswer, AdvancedOp, AdvancedSession, Error, HandleView, Op, Outcome, Store,
+    StructureStatus, Usage,
 };
 use agent_sessions_model::advanced::{classify, tool_name};
 use agent_sessions_model::TurnAnchor;
@@ -21,7 +22,7 @@ use serde_json::{json, Value};
 /// A real handle and the model's view of it (the oracle).
 struct Handle {
     session: String,
-    real: AdvancedSqliteSession,
+    real: AdvancedSession,
     oracle: HandleView,
 }
 

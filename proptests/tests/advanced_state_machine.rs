@@ -1,5 +1,5 @@
 //! Advanced sessions under random operation sequences: three real session handles per session
-//! (`AdvancedSqliteSession`, each with its own branch pointer), branch creation/switch/delete,
+//! (`AdvancedSession`, each with its own branch pointer), branch creation/switch/delete,
 //! usage with and without anchors, clears, basic-session writes mixed in, group commits (where a
 //! failing request, e.g. a taken branch id, must fail alone) and reopen — on file stores at both
 //! durabilities and on `:memory:`.

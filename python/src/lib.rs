@@ -15,7 +15,7 @@ mod sqlite_link;
 use std::future::Future;
 use std::sync::OnceLock;
 
-use agent_sessions::{AdvancedSqliteSession, SqliteSession, Store, Usage};
+use agent_sessions::{AdvancedSession, BasicSession, Store, Usage};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use serde_json::Value;
@@ -97,7 +97,7 @@ fn open(
 #[pyclass(frozen, module = "agent_sessions._native")]
 struct Basic {
     store: Store,
-    session: SqliteSession,
+    session: BasicSession,
 }
 
 #[pymethods]
@@ -190,7 +190,7 @@ impl Basic {
 #[pyclass(frozen, module = "agent_sessions._native")]
 struct Advanced {
     store: Store,
-    session: AdvancedSqliteSession,
+    session: AdvancedSession,
 }
 
 /// The boilerplate of one async Advanced method: clone the handle into the request.

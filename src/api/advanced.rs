@@ -1,4 +1,4 @@
-//! `AdvancedSqliteSession`: the Python SDK's `AdvancedSQLiteSession` — conversation structure,
+//! `AdvancedSession`: the Python SDK's `AdvancedSQLiteSession` — conversation structure,
 //! branches and per-turn usage on top of the basic messages, in the same tables and with the
 //! same rows as Python writes them (SPEC §5.3).
 //!
@@ -23,7 +23,7 @@
 //! - I15: a failed operation changes no row and no handle state (the request's savepoint is
 //!   rolled back, and the handle merges nothing from a failure).
 //!
-//! Mixing with basic sessions: a basic [`crate::SqliteSession`] on the same id reads and writes
+//! Mixing with basic sessions: a basic [`crate::BasicSession`] on the same id reads and writes
 //! the messages table only. Rows it writes have no structure row, so Advanced reads never show
 //! them and Advanced `pop_item`/`delete_branch` remove them as orphans; a basic clear leaves
 //! structure rows behind. Use one kind of session per session id.
@@ -71,7 +71,7 @@ impl Store {
     /// assert!(matches!(plain.advanced_session("x"), Err(agent_sessions::Error::Schema(_))));
     /// # Ok(()) }
     /// ```
-    pub fn advanced_session(&self, session_id: impl Into<String>) -> Result<AdvancedSqliteSession> {
+    pub fn advanced_session(&self, session_id: impl Into<String>) -> Result<AdvancedSession> {
         if !self.structure_known() {
             self.structure_checked(self.structure_status()?)?;
         }
@@ -82,7 +82,7 @@ impl Store {
     pub async fn advanced_session_async(
         &self,
         session_id: impl Into<String>,
-    ) -> Result<AdvancedSqliteSession> {
+    ) -> Result<AdvancedSession> {
         if !self.structure_known() {
             self.structure_checked(self.structure_status_async().await?)?;
         }
@@ -90,11 +90,11 @@ impl Store {
     }
 
     /// A new handle, once the structure tables are known to be this pair's.
-    fn new_advanced(&self, session_id: String) -> Result<AdvancedSqliteSession> {
+    fn new_advanced(&self, session_id: String) -> Result<AdvancedSession> {
         if self.is_closed() {
             return Err(Error::Closed);
         }
-        Ok(AdvancedSqliteSession::new(
+        Ok(AdvancedSession::new(
             self.clone(),
             session_id,
             self.settings(),
@@ -176,27 +176,27 @@ pub fn content_preview(content: &Value, max_chars: Option<usize>) -> String {
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
-pub struct AdvancedSqliteSession {
+pub struct AdvancedSession {
     store: Store,
     id: String,
     settings: SessionSettings,
     pointer: Arc<BranchPointer>,
-    /// Shared by the clones of this handle; set by [`AdvancedSqliteSession::close`].
+    /// Shared by the clones of this handle; set by [`AdvancedSession::close`].
     closed: Arc<AtomicBool>,
 }
 
-impl std::fmt::Debug for AdvancedSqliteSession {
+impl std::fmt::Debug for AdvancedSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AdvancedSqliteSession")
+        f.debug_struct("AdvancedSession")
             .field("session_id", &self.id)
             .field("view", &self.view())
             .finish_non_exhaustive()
     }
 }
 
-impl AdvancedSqliteSession {
+impl AdvancedSession {
     pub(crate) fn new(store: Store, id: String, settings: SessionSettings) -> Self {
-        AdvancedSqliteSession {
+        AdvancedSession {
             store,
             id,
             settings,
@@ -229,19 +229,16 @@ impl AdvancedSqliteSession {
     ///
     /// ```
     /// # fn main() -> agent_sessions::Result<()> {
-    /// use agent_sessions::AdvancedSqliteSession;
+    /// use agent_sessions::AdvancedSession;
     /// use serde_json::json;
     ///
     /// let dir = tempfile::tempdir().unwrap();
-    /// let a = AdvancedSqliteSession::open("user-42", dir.path().join("conv.db"))?.blocking();
+    /// let a = AdvancedSession::open("user-42", dir.path().join("conv.db"))?.blocking();
     /// a.add_items(vec![json!({"role": "user", "content": "hi"})])?;
     /// assert_eq!(a.get_conversation_turns(None)?[0].content, "hi");
     /// # Ok(()) }
     /// ```
-    pub fn open(
-        session_id: impl Into<String>,
-        db: impl Into<Database>,
-    ) -> Result<AdvancedSqliteSession> {
+    pub fn open(session_id: impl Into<String>, db: impl Into<Database>) -> Result<AdvancedSession> {
         Store::builder(db)
             .create_structure_tables(true)
             .open()?
@@ -302,7 +299,7 @@ impl AdvancedSqliteSession {
         self.run(op).await
     }
 
-    /// Test hook: the blocking form of [`AdvancedSqliteSession::execute_op`].
+    /// Test hook: the blocking form of [`AdvancedSession::execute_op`].
     #[cfg(feature = "test-hooks")]
     #[doc(hidden)]
     pub fn execute_op_blocking(&self, op: AdvancedOp) -> Result<AdvancedAnswer> {
@@ -377,7 +374,7 @@ impl AdvancedSqliteSession {
         branch_id(self.run(create_from_turn(turn, name)).await?)
     }
 
-    /// [`AdvancedSqliteSession::create_branch_from_turn`] from the first user turn whose content
+    /// [`AdvancedSession::create_branch_from_turn`] from the first user turn whose content
     /// contains `term` (ASCII case-insensitive), in one transaction.
     pub async fn create_branch_from_content(
         &self,
@@ -433,7 +430,7 @@ impl AdvancedSqliteSession {
     }
 
     /// The current turn incarnation of the current branch (`None` before its first row). Pass
-    /// it to [`AdvancedSqliteSession::record_usage_for`] to record a run's usage later without
+    /// it to [`AdvancedSession::record_usage_for`] to record a run's usage later without
     /// ever landing on a turn that was popped (or popped and re-created) meanwhile.
     ///
     /// ```
@@ -627,7 +624,7 @@ fn turn_usage(a: AdvancedAnswer, turn: Option<i64>) -> Result<Vec<TurnUsage>> {
     }
 }
 
-/// Blocking form of [`AdvancedSqliteSession`] (the same handle): each call waits on the calling
+/// Blocking form of [`AdvancedSession`] (the same handle): each call waits on the calling
 /// thread.
 ///
 /// ```
@@ -645,7 +642,7 @@ fn turn_usage(a: AdvancedAnswer, turn: Option<i64>) -> Result<Vec<TurnUsage>> {
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
-pub struct BlockingAdvancedSession(AdvancedSqliteSession);
+pub struct BlockingAdvancedSession(AdvancedSession);
 
 impl BlockingAdvancedSession {
     /// The session's id.
@@ -654,7 +651,7 @@ impl BlockingAdvancedSession {
     }
 
     /// The async handle this twin drives.
-    pub fn handle(&self) -> &AdvancedSqliteSession {
+    pub fn handle(&self) -> &AdvancedSession {
         &self.0
     }
 
@@ -663,7 +660,7 @@ impl BlockingAdvancedSession {
         self.0.current_branch_id()
     }
 
-    /// See [`AdvancedSqliteSession::add_items`].
+    /// See [`AdvancedSession::add_items`].
     pub fn add_items(&self, items: Vec<Item>) -> Result<()> {
         match self.0.add_op(items)? {
             Some(op) => done(self.0.run_blocking(op)?),
@@ -671,62 +668,62 @@ impl BlockingAdvancedSession {
         }
     }
 
-    /// See [`AdvancedSqliteSession::replace_items`].
+    /// See [`AdvancedSession::replace_items`].
     pub fn replace_items(&self, items: Vec<Item>) -> Result<()> {
         done(self.0.run_blocking(AdvancedOp::ReplaceItems { items })?)
     }
 
-    /// See [`AdvancedSqliteSession::get_items`].
+    /// See [`AdvancedSession::get_items`].
     pub fn get_items(&self, limit: Option<i64>) -> Result<Vec<Item>> {
         items(self.0.run_blocking(self.0.get_op(limit, None))?)
     }
 
-    /// See [`AdvancedSqliteSession::get_branch_items`].
+    /// See [`AdvancedSession::get_branch_items`].
     pub fn get_branch_items(&self, branch: Option<&str>, limit: Option<i64>) -> Result<Vec<Item>> {
         items(self.0.run_blocking(self.0.get_op(limit, branch))?)
     }
 
-    /// See [`AdvancedSqliteSession::pop_item`].
+    /// See [`AdvancedSession::pop_item`].
     pub fn pop_item(&self) -> Result<Option<Item>> {
         popped(self.0.run_blocking(AdvancedOp::PopItem)?)
     }
 
-    /// See [`AdvancedSqliteSession::clear_session`].
+    /// See [`AdvancedSession::clear_session`].
     pub fn clear_session(&self) -> Result<()> {
         done(self.0.run_blocking(AdvancedOp::Clear)?)
     }
 
-    /// See [`AdvancedSqliteSession::create_branch_from_turn`].
+    /// See [`AdvancedSession::create_branch_from_turn`].
     pub fn create_branch_from_turn(&self, turn: i64, name: Option<&str>) -> Result<String> {
         branch_id(self.0.run_blocking(create_from_turn(turn, name))?)
     }
 
-    /// See [`AdvancedSqliteSession::create_branch_from_content`].
+    /// See [`AdvancedSession::create_branch_from_content`].
     pub fn create_branch_from_content(&self, term: &str, name: Option<&str>) -> Result<String> {
         branch_id(self.0.run_blocking(create_from_content(term, name))?)
     }
 
-    /// See [`AdvancedSqliteSession::switch_to_branch`].
+    /// See [`AdvancedSession::switch_to_branch`].
     pub fn switch_to_branch(&self, branch: &str) -> Result<()> {
         done(self.0.run_blocking(switch(branch))?)
     }
 
-    /// See [`AdvancedSqliteSession::delete_branch`].
+    /// See [`AdvancedSession::delete_branch`].
     pub fn delete_branch(&self, branch: &str, force: bool) -> Result<()> {
         done(self.0.run_blocking(delete(branch, force))?)
     }
 
-    /// See [`AdvancedSqliteSession::list_branches`].
+    /// See [`AdvancedSession::list_branches`].
     pub fn list_branches(&self) -> Result<Vec<BranchInfo>> {
         branches(self.0.run_blocking(AdvancedOp::ListBranches)?)
     }
 
-    /// See [`AdvancedSqliteSession::get_conversation_turns`].
+    /// See [`AdvancedSession::get_conversation_turns`].
     pub fn get_conversation_turns(&self, branch: Option<&str>) -> Result<Vec<ConversationTurn>> {
         turns(self.0.run_blocking(conversation_turns(branch))?, Some(100))
     }
 
-    /// See [`AdvancedSqliteSession::find_turns_by_content`].
+    /// See [`AdvancedSession::find_turns_by_content`].
     pub fn find_turns_by_content(
         &self,
         term: &str,
@@ -735,37 +732,37 @@ impl BlockingAdvancedSession {
         turns(self.0.run_blocking(find_turns(term, branch))?, None)
     }
 
-    /// See [`AdvancedSqliteSession::get_conversation_by_turns`].
+    /// See [`AdvancedSession::get_conversation_by_turns`].
     pub fn get_conversation_by_turns(&self, branch: Option<&str>) -> Result<Vec<TurnGroup>> {
         by_turns(self.0.run_blocking(conversation_by_turns(branch))?)
     }
 
-    /// See [`AdvancedSqliteSession::get_tool_usage`].
+    /// See [`AdvancedSession::get_tool_usage`].
     pub fn get_tool_usage(&self, branch: Option<&str>) -> Result<Vec<ToolUse>> {
         tools(self.0.run_blocking(tool_usage(branch))?)
     }
 
-    /// See [`AdvancedSqliteSession::current_turn`].
+    /// See [`AdvancedSession::current_turn`].
     pub fn current_turn(&self) -> Result<Option<TurnAnchor>> {
         anchor(self.0.run_blocking(AdvancedOp::CurrentTurn)?)
     }
 
-    /// See [`AdvancedSqliteSession::record_usage`].
+    /// See [`AdvancedSession::record_usage`].
     pub fn record_usage(&self, usage: Usage) -> Result<bool> {
         recorded(self.0.run_blocking(record(usage, None))?)
     }
 
-    /// See [`AdvancedSqliteSession::record_usage_for`].
+    /// See [`AdvancedSession::record_usage_for`].
     pub fn record_usage_for(&self, anchor: &TurnAnchor, usage: Usage) -> Result<bool> {
         recorded(self.0.run_blocking(record(usage, Some(anchor.clone())))?)
     }
 
-    /// See [`AdvancedSqliteSession::get_session_usage`].
+    /// See [`AdvancedSession::get_session_usage`].
     pub fn get_session_usage(&self, branch: Option<&str>) -> Result<Option<UsageTotals>> {
         totals(self.0.run_blocking(session_usage(branch))?)
     }
 
-    /// See [`AdvancedSqliteSession::get_turn_usage`].
+    /// See [`AdvancedSession::get_turn_usage`].
     pub fn get_turn_usage(
         &self,
         turn: Option<i64>,
@@ -775,21 +772,24 @@ impl BlockingAdvancedSession {
     }
 }
 
-impl Session for AdvancedSqliteSession {
+impl Session for AdvancedSession {
     fn session_id(&self) -> &str {
         &self.id
     }
     fn get_items(&self, limit: Option<i64>) -> BoxFuture<'_, Result<Vec<Item>>> {
-        Box::pin(AdvancedSqliteSession::get_items(self, limit))
+        Box::pin(AdvancedSession::get_items(self, limit))
     }
     fn add_items(&self, items: Vec<Item>) -> BoxFuture<'_, Result<()>> {
-        Box::pin(AdvancedSqliteSession::add_items(self, items))
+        Box::pin(AdvancedSession::add_items(self, items))
     }
     fn pop_item(&self) -> BoxFuture<'_, Result<Option<Item>>> {
-        Box::pin(AdvancedSqliteSession::pop_item(self))
+        Box::pin(AdvancedSession::pop_item(self))
     }
     fn clear_session(&self) -> BoxFuture<'_, Result<()>> {
-        Box::pin(AdvancedSqliteSession::clear_session(self))
+        Box::pin(AdvancedSession::clear_session(self))
+    }
+    fn replace_items(&self, items: Vec<Item>) -> BoxFuture<'_, Result<()>> {
+        Box::pin(AdvancedSession::replace_items(self, items))
     }
 }
 

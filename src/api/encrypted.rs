@@ -22,7 +22,7 @@ use zeroize::Zeroizing;
 
 use agent_sessions_model::{nesting_depth, parse_item, Item, MAX_DEPTH};
 
-use super::session::{Session, SqliteSession};
+use super::session::{BasicSession, Session};
 use super::store::SessionSettings;
 use crate::error::{Error, Result};
 use crate::protocol::handle::BoxFuture;
@@ -319,7 +319,7 @@ pub struct EncryptionOptions {
 #[non_exhaustive]
 pub enum PopRule {
     /// The SDK's rule for the wrapped type: [`KeepUnauthenticated`](PopRule::KeepUnauthenticated)
-    /// over a [`SqliteSession`] (`EncryptedSession<SqliteSession>`),
+    /// over a [`BasicSession`] (`EncryptedSession<BasicSession>`),
     /// [`SkipUnauthenticated`](PopRule::SkipUnauthenticated) over any other type — including a
     /// `Box<dyn Session>`, whose type is not visible.
     #[default]
@@ -412,7 +412,7 @@ impl EncryptionOptions {
         self
     }
 
-    /// The default limit of `get_items(None)`, as [`SqliteSession::with_settings`] sets it.
+    /// The default limit of `get_items(None)`, as [`BasicSession::with_settings`] sets it.
     /// The wrapper always passes the inner session an explicit limit, so the inner session's
     /// own default limit does not apply through it (the SDK reads the inner session's
     /// settings; give the wrapper the same ones to get the SDK's answers).
@@ -471,9 +471,9 @@ impl EncryptionOptions {
 
 /// A [`Session`] whose items are stored encrypted, readable by the Agents SDK's
 /// `EncryptedSession` over the same store (and the reverse): the SDK's `EncryptedSession`
-/// with `session_id` = the inner session's id. Wraps any session type — [`SqliteSession`],
-/// [`AdvancedSqliteSession`](crate::AdvancedSqliteSession) (its structure rows then hold the
-/// envelopes, as in Python), [`ModelSession`](crate::ModelSession), another wrapper, or a
+/// with `session_id` = the inner session's id. Wraps any session type — [`BasicSession`],
+/// [`AdvancedSession`](crate::AdvancedSession) (its structure rows then hold the
+/// envelopes, as in Python), [`ModelSession`](crate::testing::ModelSession), another wrapper, or a
 /// `Box<dyn Session>`.
 ///
 /// # Rules
@@ -496,7 +496,7 @@ impl EncryptionOptions {
 ///   plaintext items above it are removed on the way, except that a *falsy* plaintext row
 ///   (`{}`, `[]`, `""`, `0`, `false`) is removed and ends the pop with `None`, as in the SDK.
 ///   An envelope that does not authenticate (another key, a tampered token) stops the pop
-///   with an error and stays stored over a [`SqliteSession`] (the SDK's `SQLiteSession` rule);
+///   with an error and stays stored over a [`BasicSession`] (the SDK's `SQLiteSession` rule);
 ///   over every other session type it is removed and skipped (the SDK's rule for other
 ///   backends). [`PopRule`] overrides the choice, e.g. behind a `Box<dyn Session>`.
 ///
@@ -506,7 +506,7 @@ impl EncryptionOptions {
 /// whose plaintext is not UTF-8 JSON (or is JSON this crate cannot hold, such as Python's bare
 /// `NaN`), is hidden like an expired one. Python's `EncryptedSession` only takes dicts and
 /// turns other values into dicts or raises; here any value but `null` is stored as it is. Over a
-/// [`SqliteSession`] the authentication check and the removal are two steps (the SDK runs
+/// [`BasicSession`] the authentication check and the removal are two steps (the SDK runs
 /// both in one SQLite transaction): an unauthenticated envelope added by another writer
 /// between them is put back as the newest item and the pop fails as if it had been checked.
 ///
@@ -558,7 +558,7 @@ impl<S: Session + 'static> EncryptedSession<S> {
     /// is derived here, once.
     ///
     /// ```
-    /// use agent_sessions::{EncryptedSession, EncryptionKey, ModelSession, Session};
+    /// use agent_sessions::{testing::ModelSession, EncryptedSession, EncryptionKey, Session};
     /// let key = EncryptionKey::new("secret")?;
     /// let s = EncryptedSession::new(ModelSession::new("a"), &key);
     /// assert_eq!(s.session_id(), "a");
@@ -572,7 +572,7 @@ impl<S: Session + 'static> EncryptedSession<S> {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use agent_sessions::{EncryptedSession, EncryptionKey, EncryptionOptions, ModelSession};
+    /// use agent_sessions::{testing::ModelSession, EncryptedSession, EncryptionKey, EncryptionOptions};
     /// let key = EncryptionKey::new("secret")?;
     /// let options = EncryptionOptions::new().ttl(Some(Duration::from_secs(86_400)));
     /// let s = EncryptedSession::with_options(ModelSession::new("a"), &key, options);
@@ -592,7 +592,7 @@ impl<S: Session + 'static> EncryptedSession<S> {
     ///
     /// ```
     /// # let key = agent_sessions::EncryptionKey::new("k").unwrap();
-    /// let s = agent_sessions::EncryptedSession::new(agent_sessions::ModelSession::new("u1"), &key);
+    /// let s = agent_sessions::EncryptedSession::new(agent_sessions::testing::ModelSession::new("u1"), &key);
     /// assert_eq!(s.session_id(), "u1");
     /// ```
     pub fn session_id(&self) -> &str {
@@ -603,7 +603,7 @@ impl<S: Session + 'static> EncryptedSession<S> {
     ///
     /// ```
     /// # let key = agent_sessions::EncryptionKey::new("k").unwrap();
-    /// let s = agent_sessions::EncryptedSession::new(agent_sessions::ModelSession::new("u1"), &key);
+    /// let s = agent_sessions::EncryptedSession::new(agent_sessions::testing::ModelSession::new("u1"), &key);
     /// assert_eq!(s.inner().snapshot().rows("u1").len(), 0);
     /// ```
     pub fn inner(&self) -> &S {
@@ -614,7 +614,7 @@ impl<S: Session + 'static> EncryptedSession<S> {
     ///
     /// ```
     /// # let key = agent_sessions::EncryptionKey::new("k").unwrap();
-    /// let s = agent_sessions::EncryptedSession::new(agent_sessions::ModelSession::new("u1"), &key);
+    /// let s = agent_sessions::EncryptedSession::new(agent_sessions::testing::ModelSession::new("u1"), &key);
     /// let model = s.into_inner();
     /// # drop(model);
     /// ```
@@ -626,7 +626,7 @@ impl<S: Session + 'static> EncryptedSession<S> {
     ///
     /// ```
     /// # let key = agent_sessions::EncryptionKey::new("k").unwrap();
-    /// let s = agent_sessions::EncryptedSession::new(agent_sessions::ModelSession::new("u1"), &key);
+    /// let s = agent_sessions::EncryptedSession::new(agent_sessions::testing::ModelSession::new("u1"), &key);
     /// assert!(s.options().ttl_value().is_some());
     /// ```
     pub fn options(&self) -> &EncryptionOptions {
@@ -641,7 +641,7 @@ impl<S: Session + 'static> EncryptedSession<S> {
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> agent_sessions::Result<()> {
-    /// use agent_sessions::{EncryptedSession, EncryptionKey, ModelSession, Session};
+    /// use agent_sessions::{testing::ModelSession, EncryptedSession, EncryptionKey, Session};
     /// use serde_json::json;
     /// let model = ModelSession::new("a");
     /// let s = EncryptedSession::new(model.clone(), &EncryptionKey::new("k")?);
@@ -706,7 +706,7 @@ impl<S: Session + 'static> EncryptedSession<S> {
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> agent_sessions::Result<()> {
-    /// use agent_sessions::{EncryptedSession, EncryptionKey, ModelSession};
+    /// use agent_sessions::{testing::ModelSession, EncryptedSession, EncryptionKey};
     /// let s = EncryptedSession::new(ModelSession::new("a"), &EncryptionKey::new("k")?);
     /// s.add_items(vec![serde_json::json!({"role": "user", "content": "héllo"})]).await?;
     /// assert_eq!(s.get_items(None).await?.len(), 1);
@@ -720,7 +720,7 @@ impl<S: Session + 'static> EncryptedSession<S> {
     /// Remove and return the newest readable item; expired envelopes and plaintext items newer
     /// than it are removed on the way (a falsy plaintext row ends the pop with `None`, as in
     /// the SDK). An envelope this key cannot authenticate is removed and skipped too, except
-    /// over a [`SqliteSession`], where the pop stops at it with [`Error::InvalidArgument`] and
+    /// over a [`BasicSession`], where the pop stops at it with [`Error::InvalidArgument`] and
     /// leaves it stored (the SDK's rules per backend; see [`PopRule`]).
     ///
     /// ```
@@ -742,7 +742,7 @@ impl<S: Session + 'static> EncryptedSession<S> {
         let keep = match self.options.pop_rule {
             PopRule::KeepUnauthenticated => true,
             PopRule::SkipUnauthenticated => false,
-            PopRule::BySessionType => (&self.inner as &dyn Any).is::<SqliteSession>(),
+            PopRule::BySessionType => (&self.inner as &dyn Any).is::<BasicSession>(),
         };
         loop {
             let raw = if keep {
@@ -771,7 +771,7 @@ impl<S: Session + 'static> EncryptedSession<S> {
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> agent_sessions::Result<()> {
-    /// use agent_sessions::{EncryptedSession, EncryptionKey, ModelSession};
+    /// use agent_sessions::{testing::ModelSession, EncryptedSession, EncryptionKey};
     /// let s = EncryptedSession::new(ModelSession::new("a"), &EncryptionKey::new("k")?);
     /// s.add_items(vec![serde_json::json!(1)]).await?;
     /// s.clear_session().await?;
@@ -973,6 +973,12 @@ impl<S: Session + 'static> Session for EncryptedSession<S> {
     fn clear_session(&self) -> BoxFuture<'_, Result<()>> {
         Box::pin(EncryptedSession::clear_session(self))
     }
+    fn replace_items(&self, items: Vec<Item>) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let envelopes = self.encrypt_all(&items)?;
+            self.inner.replace_items(envelopes).await
+        })
+    }
 }
 
 // Not under `--cfg agent_sessions_loom`: these tests touch shim primitives outside a loom model.
@@ -1136,7 +1142,7 @@ mod tests {
     #[test]
     fn nothing_prints_the_key() {
         let key = EncryptionKey::new("super-secret-master").unwrap();
-        let s = EncryptedSession::new(crate::ModelSession::new("a"), &key);
+        let s = EncryptedSession::new(crate::testing::ModelSession::new("a"), &key);
         let printed = format!("{key:?} {:?}", s.options());
         assert!(!printed.contains("super-secret"), "{printed}");
         assert_eq!(format!("{key:?}"), "EncryptionKey(***)");

@@ -1,4 +1,4 @@
-//! Sessions: `SqliteSession` (async, with a blocking twin), the object-safe [`Session`] trait
+//! Sessions: `BasicSession` (async, with a blocking twin), the object-safe [`Session`] trait
 //! every session type implements, and [`ModelSession`], the reference model as a session.
 //!
 //! A session is a session id plus a store handle; every method turns into one [`Op`], so the
@@ -14,8 +14,8 @@ use crate::protocol::sync::{Arc, AtomicBool, Mutex, Ordering};
 
 impl Store {
     /// A session of this store. Cheap; sessions of one store share its handle.
-    pub fn session(&self, session_id: impl Into<String>) -> SqliteSession {
-        SqliteSession::new(self.clone(), session_id.into(), self.settings())
+    pub fn session(&self, session_id: impl Into<String>) -> BasicSession {
+        BasicSession::new(self.clone(), session_id.into(), self.settings())
     }
 }
 
@@ -32,6 +32,32 @@ pub trait Session: Send + Sync {
     fn pop_item(&self) -> BoxFuture<'_, Result<Option<Item>>>;
     /// Delete the whole session.
     fn clear_session(&self) -> BoxFuture<'_, Result<()>>;
+    /// Replace the whole history with `items` (compaction: a summary for the old turns).
+    ///
+    /// The default is [`clear_session`](Session::clear_session) then
+    /// [`add_items`](Session::add_items): **not atomic** — a failure or a concurrent writer
+    /// between the two can leave the session empty or mixed. Every session type of this crate
+    /// overrides it with one transaction (one `Op::ReplaceItems`), and a wrapper should forward
+    /// it to its inner session.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> agent_sessions::Result<()> {
+    /// use agent_sessions::{Session, Store};
+    /// use serde_json::json;
+    /// let store = Store::open_in_memory()?;
+    /// let s: Box<dyn Session> = Box::new(store.session("a"));
+    /// s.add_items(vec![json!("turn 1"), json!("turn 2")]).await?;
+    /// s.replace_items(vec![json!("summary")]).await?;
+    /// assert_eq!(s.get_items(None).await?, vec![json!("summary")]);
+    /// # Ok(()) }
+    /// ```
+    fn replace_items(&self, items: Vec<Item>) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            self.clear_session().await?;
+            self.add_items(items).await
+        })
+    }
 }
 
 /// A boxed session is a session, so a wrapper such as [`EncryptedSession`](crate::EncryptedSession) can hold a `Box<dyn Session>`.
@@ -50,6 +76,9 @@ impl<T: Session + ?Sized> Session for Box<T> {
     }
     fn clear_session(&self) -> BoxFuture<'_, Result<()>> {
         (**self).clear_session()
+    }
+    fn replace_items(&self, items: Vec<Item>) -> BoxFuture<'_, Result<()>> {
+        (**self).replace_items(items)
     }
 }
 
@@ -72,26 +101,26 @@ impl<T: Session + ?Sized> Session for Box<T> {
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
-pub struct SqliteSession {
+pub struct BasicSession {
     store: Store,
     id: String,
     settings: SessionSettings,
-    /// Shared by the clones of this session value; set by [`SqliteSession::close`].
+    /// Shared by the clones of this session value; set by [`BasicSession::close`].
     closed: Arc<AtomicBool>,
 }
 
-impl std::fmt::Debug for SqliteSession {
+impl std::fmt::Debug for BasicSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteSession")
+        f.debug_struct("BasicSession")
             .field("session_id", &self.id)
             .field("closed", &self.is_closed())
             .finish_non_exhaustive()
     }
 }
 
-impl SqliteSession {
+impl BasicSession {
     pub(crate) fn new(store: Store, id: String, settings: SessionSettings) -> Self {
-        SqliteSession {
+        BasicSession {
             store,
             id,
             settings,
@@ -101,7 +130,7 @@ impl SqliteSession {
 
     /// Python-style convenience (`SQLiteSession(session_id, db_path)`): open the database
     /// (default settings) and return one session of it. Blocks while opening.
-    pub fn open(session_id: impl Into<String>, db: impl Into<Database>) -> Result<SqliteSession> {
+    pub fn open(session_id: impl Into<String>, db: impl Into<Database>) -> Result<BasicSession> {
         Ok(Store::open(db)?.session(session_id))
     }
 
@@ -246,9 +275,9 @@ impl SqliteSession {
     }
 }
 
-/// Blocking form of [`SqliteSession`]: each call waits on the calling thread.
+/// Blocking form of [`BasicSession`]: each call waits on the calling thread.
 #[derive(Clone)]
-pub struct BlockingSession(SqliteSession);
+pub struct BlockingSession(BasicSession);
 
 impl BlockingSession {
     /// The session's id.
@@ -256,12 +285,12 @@ impl BlockingSession {
         self.0.session_id()
     }
 
-    /// Blocking [`SqliteSession::get_items`].
+    /// Blocking [`BasicSession::get_items`].
     pub fn get_items(&self, limit: Option<i64>) -> Result<Vec<Item>> {
         items(self.0.exec_blocking(self.0.get_op(limit))?)
     }
 
-    /// Blocking [`SqliteSession::add_items`].
+    /// Blocking [`BasicSession::add_items`].
     pub fn add_items(&self, items: Vec<Item>) -> Result<()> {
         match self.0.add_op(items)? {
             Some(op) => done(self.0.exec_blocking(op)?),
@@ -269,37 +298,40 @@ impl BlockingSession {
         }
     }
 
-    /// Blocking [`SqliteSession::replace_items`].
+    /// Blocking [`BasicSession::replace_items`].
     pub fn replace_items(&self, items: Vec<Item>) -> Result<()> {
         done(self.0.exec_blocking(self.0.replace_op(items))?)
     }
 
-    /// Blocking [`SqliteSession::pop_item`].
+    /// Blocking [`BasicSession::pop_item`].
     pub fn pop_item(&self) -> Result<Option<Item>> {
         popped(self.0.exec_blocking(self.0.pop_op())?)
     }
 
-    /// Blocking [`SqliteSession::clear_session`].
+    /// Blocking [`BasicSession::clear_session`].
     pub fn clear_session(&self) -> Result<()> {
         done(self.0.exec_blocking(self.0.clear_op())?)
     }
 }
 
-impl Session for SqliteSession {
+impl Session for BasicSession {
     fn session_id(&self) -> &str {
         &self.id
     }
     fn get_items(&self, limit: Option<i64>) -> BoxFuture<'_, Result<Vec<Item>>> {
-        Box::pin(SqliteSession::get_items(self, limit))
+        Box::pin(BasicSession::get_items(self, limit))
     }
     fn add_items(&self, items: Vec<Item>) -> BoxFuture<'_, Result<()>> {
-        Box::pin(SqliteSession::add_items(self, items))
+        Box::pin(BasicSession::add_items(self, items))
     }
     fn pop_item(&self) -> BoxFuture<'_, Result<Option<Item>>> {
-        Box::pin(SqliteSession::pop_item(self))
+        Box::pin(BasicSession::pop_item(self))
     }
     fn clear_session(&self) -> BoxFuture<'_, Result<()>> {
-        Box::pin(SqliteSession::clear_session(self))
+        Box::pin(BasicSession::clear_session(self))
+    }
+    fn replace_items(&self, items: Vec<Item>) -> BoxFuture<'_, Result<()>> {
+        Box::pin(BasicSession::replace_items(self, items))
     }
 }
 
@@ -318,7 +350,7 @@ impl ModelSession {
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> agent_sessions::Result<()> {
-    /// use agent_sessions::{ModelSession, Session};
+    /// use agent_sessions::{testing::ModelSession, Session};
     /// let a = ModelSession::new("a");
     /// let b = a.sibling("b"); // same "file"
     /// a.add_items(vec![serde_json::json!("hi")]).await?;
@@ -386,6 +418,13 @@ impl Session for ModelSession {
     fn clear_session(&self) -> BoxFuture<'_, Result<()>> {
         let op = Op::ClearSession {
             session: self.id.clone(),
+        };
+        Box::pin(async move { done(self.apply(op)?) })
+    }
+    fn replace_items(&self, items: Vec<Item>) -> BoxFuture<'_, Result<()>> {
+        let op = Op::ReplaceItems {
+            session: self.id.clone(),
+            items,
         };
         Box::pin(async move { done(self.apply(op)?) })
     }

@@ -53,7 +53,7 @@ impl SessionSettings {
 /// ```
 #[derive(Clone)]
 pub struct Store {
-    backend: Arc<Box<dyn Backend>>,
+    backend: Arc<dyn Backend>,
     settings: SessionSettings,
     tables: Arc<(String, String)>,
     /// Set once the structure tables are known to belong to this handle's table pair (at open
@@ -73,7 +73,7 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     pub(crate) fn new(
-        backend: Arc<Box<dyn Backend>>,
+        backend: Arc<dyn Backend>,
         settings: SessionSettings,
         tables: (String, String),
     ) -> Store {

@@ -43,7 +43,7 @@ pub enum Durability {
 
 /// An opened database: its backend and the validated table names as written in SQL.
 pub(crate) type Opened = (
-    crate::protocol::sync::Arc<Box<dyn crate::protocol::handle::Backend>>,
+    crate::protocol::sync::Arc<dyn crate::protocol::handle::Backend>,
     (String, String),
 );
 

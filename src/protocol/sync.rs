@@ -40,6 +40,16 @@ impl<T> Arc<T> {
 }
 
 impl<T: ?Sized> Arc<T> {
+    /// An `Arc` of an unsized value (`dyn Trait`), which `Arc::new` cannot make through the
+    /// newtype (unsizing coercion needs the unstable `CoerceUnsized`): from a box, as
+    /// `Arc::from(Box<T>)` does, or loom's `Arc::from_std` under loom.
+    pub fn from_box(value: Box<T>) -> Self {
+        #[cfg(not(agent_sessions_loom))]
+        return Arc(base::Arc::from(value));
+        #[cfg(agent_sessions_loom)]
+        return Arc(base::Arc::from_std(std::sync::Arc::from(value)));
+    }
+
     pub fn ptr_eq(a: &Self, b: &Self) -> bool {
         base::Arc::ptr_eq(&a.0, &b.0)
     }

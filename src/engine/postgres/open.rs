@@ -52,7 +52,7 @@ pub(crate) fn open(url: &str, what: String, o: &OpenOptions) -> Result<crate::en
     // write (READ COMMITTED; replies follow COMMITs), so reads need no particular writer, and
     // readers per writer would multiply the connections whose reads take the CPU the writers
     // need (measured: the mixed load's writes fell as reader connections grew).
-    let mut shards: Vec<Arc<Box<dyn Backend>>> = Vec::with_capacity(o.writers);
+    let mut shards: Vec<Arc<dyn Backend>> = Vec::with_capacity(o.writers);
     for i in 0..o.writers {
         let pool = PoolConfig {
             readers: if i == 0 { pool.readers } else { 0 },
@@ -75,13 +75,13 @@ pub(crate) fn open(url: &str, what: String, o: &OpenOptions) -> Result<crate::en
             },
             |running| compatible(running, &options, &pool),
         )?;
-        shards.push(Arc::new(Box::new(handle) as Box<dyn Backend>));
+        shards.push(Arc::from_box(Box::new(handle) as Box<dyn Backend>));
     }
     if shards.len() == 1 {
         return Ok((shards.remove(0), names));
     }
     Ok((
-        Arc::new(Box::new(Writers {
+        Arc::from_box(Box::new(Writers {
             shards,
             shared_readers: pool.readers > 0,
         }) as Box<dyn Backend>),
@@ -93,18 +93,18 @@ pub(crate) fn open(url: &str, what: String, o: &OpenOptions) -> Result<crate::en
 /// its id, so its FIFO order holds), requests naming no session to the first; reads go to the
 /// first pool's readers when there are any (else to the session's writer, as on one pool).
 struct Writers {
-    shards: Vec<Arc<Box<dyn Backend>>>,
+    shards: Vec<Arc<dyn Backend>>,
     shared_readers: bool,
 }
 
 impl Writers {
     fn of(&self, op: &Op) -> &dyn Backend {
         if self.shared_readers && !op.is_write() {
-            return &**self.shards[0];
+            return &*self.shards[0];
         }
         let n = self.shards.len() as u64;
         let i = op.session().map_or(0, |s| lock_key(&[s]) as u64 % n);
-        &**self.shards[i as usize]
+        &*self.shards[i as usize]
     }
 }
 

@@ -47,7 +47,7 @@ pub(crate) fn open_file(path: &Path, o: &OpenOptions) -> Result<Opened> {
         || Pool::open(SqliteEngine::file(key.clone(), options.clone()), config),
         |pool| compatible(pool, &key, &options, &config),
     )?;
-    Ok((Arc::new(Box::new(handle)), names))
+    Ok((Arc::from_box(Box::new(handle)), names))
 }
 
 /// A private in-memory database: no readers (its writer serves reads), no registry.
@@ -60,7 +60,7 @@ pub(crate) fn open_memory(o: &OpenOptions) -> Result<Opened> {
     let pool = Pool::open(SqliteEngine::memory(conn_options(o)), config)?;
     let names = names(&tables);
     let handle: SqliteHandle = Handle::new(Arc::new(pool), Owner::Private, tables);
-    Ok((Arc::new(Box::new(handle)), names))
+    Ok((Arc::from_box(Box::new(handle)), names))
 }
 
 fn compatible(
