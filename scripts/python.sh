@@ -35,8 +35,8 @@ old_sqlite() { # <libsqlite3-sys version>: $work/sqlite-<version>/libsqlite3.so.
       "$dir/sqlite3.c" -lpthread -lm -ldl
   fi
 }
-# The old SQLite libraries of the floor test build in the background meanwhile (-O0: they
-# compile in a third of the time and the tests on them are short).
+# The old SQLite libraries of the floor test build in the background meanwhile (-O0: a faster
+# compile, and the tests on them are short).
 (old_sqlite 0.22.2 && old_sqlite 0.20.1) &
 old_sqlite_jobs=$!
 
