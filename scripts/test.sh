@@ -92,14 +92,14 @@ lane() {
   RUSTFLAGS="--cfg agent_sessions_loom ${RUSTFLAGS:-}" CARGO_TARGET_DIR=target-loom \
     cargo test --release -p loom-tests
 
-  lane_stage "packaging (cargo package --workspace: every crate meant for publishing)"
+  lane_stage "packaging (cargo package --workspace: every crate packaged and verified)"
   # Cargo verifies each crate against the others through a local registry overlay. It treats
   # registry crates as immutable: unpacked sources under $CARGO_HOME/registry/src/-<hash>/ and
   # compiled artifacts are reused while the version is unchanged, so a second run would verify
   # against the first run's code. Drop our crates' unpacked copies and verify in a fresh target.
   rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/agent-sessions-* target/package-verify
   CARGO_TARGET_DIR=target/package-verify \
-    cargo package --workspace --exclude loom-tests --exclude proptests --exclude faultvfs --exclude mc --allow-dirty --quiet
+    cargo package --workspace --allow-dirty --quiet
 
   # The same debug build of the dependencies serves it (ours come from paths, not packages).
   lane_stage "a downstream crate (downstream-check/: default features, tokio, no internals)"

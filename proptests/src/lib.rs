@@ -12,9 +12,6 @@ use agent_sessions_model::{parse_item, Model, RawMessage, SessionDump};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
-#[cfg(feature = "postgres")]
-pub mod pg;
-
 /// Cases per property: `PROPTEST_CASES` overrides the CI default given by each test.
 pub fn cases(ci_default: u32) -> u32 {
     std::env::var("PROPTEST_CASES")

@@ -10,6 +10,9 @@
 //! (structure ↔ messages), I11 (reservations), I12 (generations, pointer resets), I13 (usage
 //! anchors), I15 (failed ops change nothing). `PROPTEST_CASES=N` for soak runs.
 
+#[cfg(feature = "postgres")]
+mod pg;
+
 use agent_sessions::Durability;
 use proptests::advanced::{astep, check_advanced, check_advanced_with, Handles};
 use proptests::{assert_full_was_injected, run_property, Kind, SqliteTarget};
@@ -74,7 +77,7 @@ fn negative_control_a_handle_that_forgets_its_branch_is_caught() {
 fn advanced_postgres_store_matches_model() {
     let steps = proptest::collection::vec(astep(), 1..50);
     let verdict = run_property(40, None, steps, |steps| {
-        check_advanced(&mut proptests::pg::PgTarget::new(), &steps)
+        check_advanced(&mut pg::PgTarget::new(), &steps)
     });
     if let Err(e) = verdict {
         panic!("{e}");

@@ -8,6 +8,9 @@
 //! real recorder on real threads rejects a store that replies before its COMMIT and one that
 //! loses acknowledged adds.
 
+#[cfg(feature = "postgres")]
+mod pg;
+
 use agent_sessions::hooks::pool::Faults;
 use agent_sessions::{Op, Outcome, Store};
 use agent_sessions_model::Model;
@@ -313,7 +316,7 @@ fn concurrent_histories_across_writers_on_postgres_are_linearizable() {
         prop::collection::vec(prop::collection::vec(any_op(), 4..=5), 3),
     );
     let verdict = run_property(150, None, strategy, |(prefix, threads)| {
-        let (_, url) = proptests::pg::fresh_schema("lin");
+        let (_, url) = pg::fresh_schema("lin");
         let open = |host: usize| {
             Store::builder(format!("{url}&application_name=host{host}"))
                 .open()
@@ -387,7 +390,7 @@ fn negative_control_processes_replying_before_commit_are_rejected() {
 fn process_histories(cases: u32, broken: bool) -> Result<(), String> {
     use std::process::Command;
     for case in 0..cases {
-        let (_, url) = proptests::pg::fresh_schema("mp");
+        let (_, url) = pg::fresh_schema("mp");
         let start = now_ns() + 300_000_000; // all children begin together
         let children: Vec<_> = (0..3)
             .map(|child| {

@@ -7,6 +7,9 @@
 //! Negative controls: a store that drops one add in N, and one that reorders a batch, must be
 //! caught. `PROPTEST_CASES=N` raises the case count for soak runs.
 
+#[cfg(feature = "postgres")]
+mod pg;
+
 use agent_sessions::Durability;
 use proptests::{
     assert_full_was_injected, check_sequence, run_property, step, DropsAdds, Kind, ReordersBatches,
@@ -89,7 +92,7 @@ fn negative_control_reordered_batches_are_caught() {
 fn postgres_store_matches_model() {
     let steps = proptest::collection::vec(step(), 1..40);
     let verdict = run_property(60, None, steps, |steps| {
-        check_sequence(&mut proptests::pg::PgTarget::new(), &steps)
+        check_sequence(&mut pg::PgTarget::new(), &steps)
     });
     if let Err(e) = verdict {
         panic!("{e}");

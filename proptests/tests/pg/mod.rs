@@ -1,17 +1,19 @@
 //! The PostgreSQL targets: every case gets a schema of its own on the test server
 //! (`AGENT_SESSIONS_PG_URL`, or a throwaway cluster: `agent_sessions_test_env::pg`), and its two handles
 //! are two pools — two writers, as two hosts would be — so the cross-host lock protocol is
-//! what orders their writes.
+//! what orders their writes. Shared by the test binaries (each uses its own subset); here
+//! rather than in the library so the test-only crates it needs stay dev-dependencies.
+#![allow(dead_code)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use agent_sessions::{Error, Op, Outcome, Store};
 
-use crate::advanced::{
+use proptests::advanced::{
     decode, Rows, GENERATION_ROWS, MESSAGE_ROWS, RESERVATION_ROWS, SESSION_ROWS, STRUCTURE_ROWS,
     USAGE_ROWS,
 };
-use crate::{group_on, Target};
+use proptests::{group_on, Target};
 
 /// The server URL; a test of the `postgres` feature cannot run without one, and must not pass.
 pub fn server_url() -> String {
